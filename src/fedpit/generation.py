@@ -1,0 +1,43 @@
+"""The text-generation interface shared by synthesis, evaluation and attacks.
+
+Components take a :data:`GenerateFn` so they can be unit-tested with a fake and
+integration-tested with a real model (see :mod:`fedpit.generator` for the real one).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class GenerationSpec:
+    """How to continue a batch of prompts.
+
+    Attributes:
+        max_new_tokens: Upper bound on generated tokens per prompt.
+        stop: Strings that end a continuation; the returned text is cut before the
+            first one. The model's end-of-sequence token always stops.
+        repetition_penalty: 1.0 disables it.
+        do_sample: Greedy decoding when False (the default everywhere in FedPIT).
+        temperature: Sampling temperature (only with ``do_sample``).
+    """
+
+    max_new_tokens: int
+    stop: tuple[str, ...] = ()
+    repetition_penalty: float = 1.0
+    do_sample: bool = False
+    temperature: float = 1.0
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One continuation: its text (prompt excluded, stop string excluded) and whether
+    it ended on a stop string or end-of-sequence (False: cut by ``max_new_tokens``)."""
+
+    text: str
+    finished: bool
+
+
+GenerateFn = Callable[[Sequence[str], GenerationSpec], list[Generation]]
+"""Continue each prompt; returns one :class:`Generation` per prompt, in order."""
