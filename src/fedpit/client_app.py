@@ -1,0 +1,62 @@
+"""Flower ClientApp: Message in → FedPIT client round → Message out.
+
+In simulation a node is identified by ``partition-id`` and keeps its private record in
+``RUN_DIR/clients/<id>``; in deployment the node config names its own ``data-path``
+and ``state-dir``. Only the adapter upload and allowlisted counters are sent back.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from flwr.app import Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from fedpit.client import RoundInfo, run_client_round
+from fedpit.config import RunConfig
+from fedpit.data.example import Example
+from fedpit.data.load import load_examples
+from fedpit.privacy import check_counters
+from fedpit.records import (
+    ARRAYS,
+    CFG_PREFIX,
+    CONFIG,
+    METRICS,
+    NUM_ROUNDS,
+    RUN_DIR,
+    record_to_config,
+    record_to_state,
+    state_to_record,
+)
+from fedpit.run_data import client_examples
+from fedpit.runtime import get_runtime, set_threads
+
+app = ClientApp()
+
+
+def node_data(cfg: RunConfig, context: Context, run_dir: str) -> tuple[int, list[Example], Path]:
+    """This node's id, private examples and state directory."""
+    node = context.node_config
+    if "data-path" in node:  # deployment: the node brings its own data
+        client_id = int(node.get("client-id", context.node_id))
+        examples = load_examples(str(node["data-path"]))
+        state_dir = Path(str(node.get("state-dir", Path.home() / ".fedpit" / "node")))
+        return client_id, examples, state_dir
+    partition_id = int(node["partition-id"])
+    examples = client_examples(cfg.data, cfg.seed, partition_id)
+    return partition_id, examples, Path(run_dir) / "clients" / str(partition_id)
+
+
+@app.train()
+def train(msg: Message, context: Context) -> Message:
+    """Run one client round of the configured method and reply with the upload."""
+    config = msg.content[CONFIG]
+    cfg = record_to_config(config)
+    client_id, private, state_dir = node_data(cfg, context, str(config[CFG_PREFIX + RUN_DIR]))
+    set_threads(cfg.train.threads or cfg.fed.cpus_per_client)
+    rt = get_runtime(cfg.model, cfg.lora)
+    info = RoundInfo(client_id, int(config["server-round"]), int(config[NUM_ROUNDS]), cfg.seed)
+    update = run_client_round(rt, cfg, info, private, record_to_state(msg.content[ARRAYS]), state_dir)
+    check_counters(update.counters)
+    reply = RecordDict({ARRAYS: state_to_record(update.state), METRICS: MetricRecord(update.counters)})
+    return Message(reply, reply_to=msg)

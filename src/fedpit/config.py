@@ -1,0 +1,297 @@
+"""Run configuration: typed, validated dataclasses built once from flat dotted keys.
+
+Every key has one default, here. The same flat keys (``fed.beta``, ``model.name`` …) are
+used by ``pyproject.toml`` ``[tool.flwr.app.config]`` (kept equal to these defaults by a
+test), by ``flwr run --run-config`` and by ``fedpit run --config FILE key=value``.
+Below this module, components take plain typed arguments.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fedpit.errors import ConfigError
+from fedpit.synth.pipeline import SynthSettings
+
+FEDERATED_METHODS = ("fedpit", "fedpit-v1", "fedavg", "fedprox", "fedadam", "fedmit")
+STANDALONE_METHODS = ("local", "local-selfgen", "centralized")
+METHODS = FEDERATED_METHODS + STANDALONE_METHODS
+PARTITIONS = ("natural", "iid", "dirichlet", "kmeans")
+MIX_MODES = ("factors",)
+
+Scalar = str | int | float | bool
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The frozen base model."""
+
+    name: str = "smollm2"
+    template: str = "auto"
+    max_length: int = 256
+    device: str = "auto"
+    dtype: str = "float32"
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which data, and how it is split into clients and a held-out test set."""
+
+    name: str = "auto"
+    partition: str = "natural"
+    partition_column: str = ""
+    num_clients: int = 3
+    examples_per_client: int = 16
+    test_size: int = 32
+    dirichlet_alpha: float = 1.0
+    num_clusters: int = 100
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    """LoRA adapter shape (Decision: alpha = 2·rank, dropout 0.05, q/v projections)."""
+
+    rank: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: str = "q_proj,v_proj"
+
+    @property
+    def modules(self) -> list[str]:
+        """Target module names as a list."""
+        return [m.strip() for m in self.target_modules.split(",") if m.strip()]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Local supervised fine-tuning."""
+
+    lr: float = 2e-3
+    lr_min: float = 0.0
+    batch_size: int = 8
+    local_epochs: int = 1
+    centralized_epochs: int = 10
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    threads: int = 0
+
+
+@dataclass(frozen=True)
+class FedConfig:
+    """Federation: rounds, sampling, mixing and the server optimiser."""
+
+    rounds: int = 2
+    clients_per_round: int = 0
+    beta: float = 0.5
+    mix: str = "factors"
+    proximal_mu: float = 0.01
+    server_lr: float = 0.001
+    server_tau: float = 1e-3
+    cpus_per_client: int = 1
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything one run needs, parsed once from the flat keys."""
+
+    method: str = "fedpit"
+    seed: int = 0
+    run_dir: str = ""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    fed: FedConfig = field(default_factory=FedConfig)
+    synth: SynthSettings = field(default_factory=SynthSettings)
+
+    @property
+    def uses_synthetic(self) -> bool:
+        """Whether the method self-generates data."""
+        return self.method in ("fedpit", "fedpit-v1", "fedmit", "local-selfgen")
+
+    @property
+    def is_federated(self) -> bool:
+        """Whether the method runs under Flower."""
+        return self.method in FEDERATED_METHODS
+
+
+def _key(name: str) -> str:
+    return name.replace("_", "-")
+
+
+def _scalar_type(tp: Any) -> type:
+    if isinstance(tp, str):
+        tp = eval(tp, vars(typing), {})  # annotations are strings under __future__
+    if isinstance(tp, types.UnionType):
+        tp = next(a for a in typing.get_args(tp) if a is not type(None))
+    return tp
+
+
+def _is_section(tp: Any) -> bool:
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def default_flat() -> dict[str, Scalar]:
+    """All keys with their default values, flat and dotted."""
+    return to_flat(RunConfig())
+
+
+def to_flat(cfg: RunConfig) -> dict[str, Scalar]:
+    """Flatten a config to dotted keys (the inverse of :func:`from_flat`)."""
+    flat: dict[str, Scalar] = {}
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            for sub in dataclasses.fields(value):
+                flat[f"{_key(f.name)}.{_key(sub.name)}"] = getattr(value, sub.name)
+        else:
+            flat[_key(f.name)] = value
+    return flat
+
+
+def _coerce(key: str, raw: Any, tp: type) -> Scalar:
+    """Convert a TOML or command-line value to the field's type, or fail clearly."""
+    try:
+        if tp is bool:
+            if isinstance(raw, bool):
+                return raw
+            if str(raw).lower() in ("true", "1", "yes"):
+                return True
+            if str(raw).lower() in ("false", "0", "no"):
+                return False
+            raise ValueError
+        if tp is int:
+            if isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer()):
+                raise ValueError
+            return int(raw)
+        if tp is float:
+            if isinstance(raw, bool):
+                raise ValueError
+            return float(raw)
+        return str(raw)
+    except ValueError:
+        raise ConfigError(f"{key} = {raw!r}: expected {tp.__name__}") from None
+
+
+def from_flat(values: Mapping[str, Any]) -> RunConfig:
+    """Build and validate a :class:`RunConfig` from flat dotted keys over the defaults.
+
+    Unknown keys are errors (with the closest known key suggested), never ignored.
+    """
+    known = default_flat()
+    for key in values:
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"unknown configuration key {key!r}{hint}")
+    top_hints = _hints(RunConfig)
+    kwargs: dict[str, Any] = {}
+    for f in dataclasses.fields(RunConfig):
+        tp = top_hints[f.name]
+        if _is_section(tp):
+            sub_hints = _hints(tp)
+            sub_kwargs = {}
+            for sub in dataclasses.fields(tp):
+                key = f"{_key(f.name)}.{_key(sub.name)}"
+                if key in values:
+                    sub_kwargs[sub.name] = _coerce(key, values[key], _scalar_type(sub_hints[sub.name]))
+            kwargs[f.name] = tp(**sub_kwargs)
+        elif _key(f.name) in values:
+            key = _key(f.name)
+            kwargs[f.name] = _coerce(key, values[key], _scalar_type(tp))
+    cfg = RunConfig(**kwargs)
+    validate(cfg)
+    return cfg
+
+
+def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key} = {value!r} is invalid; allowed: {allowed}")
+
+
+def validate(cfg: RunConfig) -> None:
+    """Check value ranges and cross-key constraints; raise :class:`ConfigError`."""
+    _check(cfg.method in METHODS, "method", cfg.method, ", ".join(METHODS))
+    _check(cfg.data.partition in PARTITIONS, "data.partition", cfg.data.partition,
+           ", ".join(PARTITIONS))
+    _check(cfg.data.num_clients >= 1, "data.num-clients", cfg.data.num_clients, "an integer ≥ 1")
+    _check(cfg.data.examples_per_client >= 1, "data.examples-per-client",
+           cfg.data.examples_per_client, "an integer ≥ 1")
+    _check(cfg.data.test_size >= 0, "data.test-size", cfg.data.test_size, "an integer ≥ 0")
+    _check(cfg.data.dirichlet_alpha > 0, "data.dirichlet-alpha", cfg.data.dirichlet_alpha, "> 0")
+    _check(cfg.model.max_length >= 16, "model.max-length", cfg.model.max_length, "≥ 16")
+    _check(cfg.model.dtype in ("float32", "bfloat16", "float16"), "model.dtype", cfg.model.dtype,
+           "float32, bfloat16, float16")
+    _check(cfg.lora.rank >= 1, "lora.rank", cfg.lora.rank, "an integer ≥ 1")
+    _check(bool(cfg.lora.modules), "lora.target-modules", cfg.lora.target_modules,
+           "comma-separated module names, e.g. q_proj,v_proj")
+    _check(0 <= cfg.lora.dropout < 1, "lora.dropout", cfg.lora.dropout, "[0, 1)")
+    _check(cfg.train.lr > 0, "train.lr", cfg.train.lr, "> 0")
+    _check(0 <= cfg.train.lr_min <= cfg.train.lr, "train.lr-min", cfg.train.lr_min, "[0, train.lr]")
+    _check(cfg.train.batch_size >= 1, "train.batch-size", cfg.train.batch_size, "≥ 1")
+    _check(cfg.train.local_epochs >= 1, "train.local-epochs", cfg.train.local_epochs, "≥ 1")
+    _check(cfg.train.centralized_epochs >= 1, "train.centralized-epochs",
+           cfg.train.centralized_epochs, "≥ 1")
+    _check(cfg.train.threads >= 0, "train.threads", cfg.train.threads, "≥ 0 (0 = automatic)")
+    _check(cfg.fed.rounds >= 1, "fed.rounds", cfg.fed.rounds, "an integer ≥ 1")
+    _check(0.0 <= cfg.fed.beta <= 1.0, "fed.beta", cfg.fed.beta, "a number in [0, 1]")
+    _check(cfg.fed.mix in MIX_MODES, "fed.mix", cfg.fed.mix, ", ".join(MIX_MODES))
+    _check(cfg.synth.keep >= 1, "synth.keep", cfg.synth.keep, "≥ 1")
+    _check(cfg.fed.proximal_mu >= 0, "fed.proximal-mu", cfg.fed.proximal_mu, "≥ 0")
+    _check(cfg.fed.cpus_per_client >= 1, "fed.cpus-per-client", cfg.fed.cpus_per_client, "≥ 1")
+    _check(0 <= cfg.fed.clients_per_round <= cfg.data.num_clients, "fed.clients-per-round",
+           cfg.fed.clients_per_round,
+           f"0 (all) to data.num-clients = {cfg.data.num_clients}")
+    _check(cfg.synth.attempts >= 1, "synth.attempts", cfg.synth.attempts, "≥ 1")
+    _check(cfg.synth.novelty in ("rouge", "focus"), "synth.novelty", cfg.synth.novelty,
+           "rouge, focus")
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    """Read a TOML config file into flat dotted keys (nested tables are flattened)."""
+    import tomllib
+
+    p = Path(path)
+    try:
+        with p.open("rb") as fh:
+            doc = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {p} does not exist") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{p}: invalid TOML: {err}") from None
+    if "tool" in doc:  # a pyproject.toml: take its Flower app config
+        doc = doc.get("tool", {}).get("flwr", {}).get("app", {}).get("config", {})
+    flat: dict[str, Any] = {}
+
+    def walk(prefix: str, node: Mapping[str, Any]) -> None:
+        for k, v in node.items():
+            key = f"{prefix}{k}"
+            if isinstance(v, Mapping):
+                walk(key + ".", v)
+            else:
+                flat[key] = v
+
+    walk("", doc)
+    return flat
+
+
+def parse_overrides(items: list[str]) -> dict[str, str]:
+    """Parse ``key=value`` command-line items."""
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override {item!r} must look like key=value, e.g. fed.beta=0.5")
+        out[key.strip()] = value.strip().strip('"').strip("'")
+    return out

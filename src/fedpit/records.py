@@ -1,0 +1,44 @@
+"""Conversions between FedPIT values and Flower records, with named keys."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from flwr.app import ArrayRecord, ConfigRecord
+
+from fedpit.adapters import State
+from fedpit.config import RunConfig, from_flat, to_flat
+
+ARRAYS = "arrays"
+CONFIG = "config"
+METRICS = "metrics"
+CFG_PREFIX = "fedpit."
+"""Run-config keys travel in the ConfigRecord under this prefix, apart from Flower's own
+keys (``server-round``, ``proximal-mu``)."""
+NUM_ROUNDS = "num-rounds"
+RUN_DIR = "run-dir"
+
+
+def state_to_record(state: State) -> ArrayRecord:
+    """An adapter state as an ArrayRecord (keys unchanged)."""
+    return ArrayRecord({k: v.detach().cpu().contiguous() for k, v in state.items()})
+
+
+def record_to_state(record: ArrayRecord) -> State:
+    """An ArrayRecord back to an adapter state."""
+    return dict(record.to_torch_state_dict())
+
+
+def config_to_record(cfg: RunConfig, run_dir: str) -> ConfigRecord:
+    """The run configuration for clients, plus the run directory."""
+    values: dict[str, Any] = {CFG_PREFIX + k: v for k, v in to_flat(cfg).items()}
+    values[CFG_PREFIX + RUN_DIR] = run_dir
+    values[NUM_ROUNDS] = cfg.fed.rounds
+    return ConfigRecord(values)
+
+
+def record_to_config(record: Mapping[str, Any]) -> RunConfig:
+    """Parse the run configuration a client received."""
+    flat = {k[len(CFG_PREFIX) :]: v for k, v in record.items() if k.startswith(CFG_PREFIX)}
+    return from_flat(flat)

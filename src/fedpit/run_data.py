@@ -1,0 +1,67 @@
+"""The run's data: resolve the source, split it into clients and a test set (cached).
+
+Every process (server, each simulation worker) computes the same split from the same
+configuration and seed, so a simulated client only ever loads its own partition.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+from fedpit.config import DataConfig
+from fedpit.data.example import Example
+from fedpit.data.sources import resolve_data
+from fedpit.data.split import FederatedSplit, make_split
+
+
+@dataclass(frozen=True)
+class RunData:
+    """The split of one run plus where it came from."""
+
+    split: FederatedSplit
+    description: str
+    source: str
+
+
+@functools.lru_cache(maxsize=2)
+def load_run_data(data: DataConfig, seed: int) -> RunData:
+    """Resolve and split the configured data (deterministic in ``seed``)."""
+    source = resolve_data(data.name)
+    embed = None
+    if data.partition == "kmeans":
+        from fedpit.data.partition import embed_minilm
+
+        embed = embed_minilm
+    split = make_split(
+        source.load(),
+        method=data.partition,
+        num_clients=data.num_clients,
+        examples_per_client=data.examples_per_client,
+        test_size=data.test_size,
+        seed=seed,
+        column=data.partition_column or source.partition_column,
+        alpha=data.dirichlet_alpha,
+        num_clusters=data.num_clusters,
+        embed=embed,
+    )
+    return RunData(split, source.description, source.name)
+
+
+def client_examples(data: DataConfig, seed: int, partition_id: int) -> list[Example]:
+    """The private examples of simulated client ``partition_id``."""
+    return list(load_run_data(data, seed).split.clients[partition_id])
+
+
+def provenance(run_data: RunData) -> dict[str, object]:
+    """What the run directory records about its data (ids, never texts)."""
+    split = run_data.split
+    return {
+        "source": run_data.source,
+        "description": run_data.description,
+        "clients": [
+            {"id": i, "name": name, "examples": len(ex)}
+            for i, (name, ex) in enumerate(zip(split.client_names, split.clients))
+        ],
+        "test_ids": [ex.id for ex in split.test],
+    }

@@ -1,0 +1,50 @@
+"""The per-process model runtime: one frozen base model with the two named adapters.
+
+Simulated clients share a worker process; they share this frozen, read-only base (the
+cache below is keyed by everything that shapes it) and nothing else: callers set both
+adapters explicitly at the start of every round.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass
+
+import torch
+from peft import PeftModel
+
+from fedpit import model as model_lib
+from fedpit.adapters import attach_adapters
+from fedpit.config import LoraSettings, ModelConfig
+from fedpit.prompts import PromptFormat, make_prompt_format
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """A loaded model ready for generation, scoring and adapter training."""
+
+    model: PeftModel
+    tokenizer: object
+    fmt: PromptFormat
+    base_name: str
+
+
+def set_threads(threads: int) -> None:
+    """Use ``threads`` torch threads (0: one per CPU this process may use)."""
+    if threads <= 0:
+        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    torch.set_num_threads(threads)
+
+
+@functools.lru_cache(maxsize=1)
+def get_runtime(model_cfg: ModelConfig, lora: LoraSettings) -> Runtime:
+    """Load (once per process) the base model with ``local`` and ``public`` adapters."""
+    path = model_lib.prepare(model_cfg.name)
+    tokenizer = model_lib.load_tokenizer(path)
+    base = model_lib.load_model(path, model_lib.pick_device(model_cfg.device), DTYPES[model_cfg.dtype])
+    peft_model = attach_adapters(base, lora, seed=0)
+    fmt = make_prompt_format(model_cfg.template, tokenizer)
+    return Runtime(peft_model, tokenizer, fmt, model_cfg.name)

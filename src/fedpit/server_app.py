@@ -1,0 +1,131 @@
+"""Flower ServerApp: FedPIT's server recipe (parse → build → federate → report)."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+
+from flwr.app import ArrayRecord, Context, MetricRecord
+from flwr.serverapp import Grid, ServerApp
+
+from fedpit.adapters import PUBLIC, get_state, initial_state, save_adapter, set_state
+from fedpit.config import RunConfig, from_flat
+from fedpit.records import config_to_record, record_to_state, state_to_record
+from fedpit.run_data import RunData, load_run_data, provenance
+from fedpit.rundir import RunDir, append_jsonl, create_run_dir, write_json
+from fedpit.runtime import Runtime, get_runtime, set_threads
+from fedpit.scoring import response_nll
+from fedpit.strategy import build_strategy
+
+log = logging.getLogger("fedpit")
+
+
+def test_loss(rt: Runtime, run_data: RunData, max_length: int) -> float:
+    """Mean response NLL of the held-out test set under the ``public`` adapter."""
+    test = run_data.split.test
+    if not test:
+        return float("nan")
+    rt.model.set_adapter(PUBLIC)
+    nll = response_nll(rt.model, rt.tokenizer, [rt.fmt.prompt(e) for e in test],
+                       [e.output for e in test], max_length)
+    return sum(nll) / len(nll)
+
+
+def run_server(grid: Grid, cfg: RunConfig, rd: RunDir) -> dict[str, object]:
+    """Federate ``cfg.fed.rounds`` rounds on ``grid``; write everything into ``rd``."""
+    started = time.perf_counter()
+    set_threads(cfg.train.threads)
+    run_data = load_run_data(cfg.data, cfg.seed)
+    write_json(rd.data, provenance(run_data))
+    rt = get_runtime(cfg.model, cfg.lora)
+    initial = initial_state(get_state(rt.model, PUBLIC), cfg.seed)
+    round_metrics: dict[int, dict[str, float]] = {}
+
+    def on_round(server_round: int, arrays: ArrayRecord, metrics: MetricRecord | None) -> None:
+        save_adapter(record_to_state(arrays), cfg.lora, cfg.model.name, rd.round_adapter(server_round))
+        round_metrics[server_round] = dict(metrics or {})  # type: ignore[arg-type]
+
+    def evaluate(server_round: int, arrays: ArrayRecord) -> MetricRecord:
+        set_state(rt.model, PUBLIC, record_to_state(arrays))
+        loss = test_loss(rt, run_data, cfg.model.max_length)
+        record = {"round": server_round, "test_loss": loss,
+                  "elapsed_s": time.perf_counter() - started,
+                  "clients": round_metrics.get(server_round, {})}
+        append_jsonl(rd.metrics, record)
+        log.info("%s", format_round(record, cfg.fed.rounds))
+        return MetricRecord({"test-loss": loss})
+
+    strategy = build_strategy(cfg, on_round)
+    strategy.start(
+        grid=grid,
+        initial_arrays=state_to_record(initial),
+        num_rounds=cfg.fed.rounds,
+        train_config=config_to_record(cfg, str(rd.root)),
+        evaluate_fn=evaluate,
+    )
+    last = rd.round_adapter(cfg.fed.rounds)
+    if last.exists():
+        if rd.final_adapter.exists():
+            shutil.rmtree(rd.final_adapter)
+        shutil.copytree(last, rd.final_adapter)
+    summary = summarize(rd, cfg, run_data, time.perf_counter() - started)
+    write_json(rd.summary, summary)
+    return summary
+
+
+def format_round(record: dict, num_rounds: int) -> str:
+    """One human-readable log line per round."""
+    c = record.get("clients", {})
+    text = f"round {record['round']}/{num_rounds} | test loss {record['test_loss']:.4f}"
+    if c.get("synth-attempts"):
+        text += (f" | synthetic kept {c.get('synth-kept', 0):.0f}/{c['synth-attempts']:.0f}"
+                 f", selected {c.get('synth-selected', 0):.0f}")
+    return text + f" | {record['elapsed_s']:.0f} s"
+
+
+def summarize(rd: RunDir, cfg: RunConfig, run_data: RunData, seconds: float) -> dict[str, object]:
+    """The run's summary: configuration essentials, per-round losses, synthetic yield."""
+    from fedpit.rundir import read_jsonl
+
+    rows = read_jsonl(rd.metrics) if rd.metrics.exists() else []
+    rounds = [r for r in rows if r["round"] > 0]
+    synth = {k: sum(r["clients"].get(k, 0.0) for r in rounds)
+             for k in ("synth-attempts", "synth-kept", "synth-selected")}
+    client_rounds = sum(r["clients"].get("num-examples", 0) > 0 for r in rounds)
+    return {
+        "method": cfg.method,
+        "beta": cfg.fed.beta,
+        "rounds": cfg.fed.rounds,
+        "data": run_data.description,
+        "clients": [len(c) for c in run_data.split.clients],
+        "test_examples": len(run_data.split.test),
+        "test_loss": {str(r["round"]): r["test_loss"] for r in rows},
+        "synthetic": synth,
+        "client_rounds": client_rounds,
+        "seconds": seconds,
+        "run_dir": str(rd.root),
+        "final_adapter": str(rd.final_adapter),
+    }
+
+
+def make_server_app(preset: tuple[RunConfig, RunDir] | None = None) -> ServerApp:
+    """A ServerApp; ``preset`` carries a parsed config and run dir from ``fedpit run``.
+
+    Without it (``flwr run .``) the configuration comes from the Flower run config.
+    """
+    app = ServerApp()
+
+    @app.main()
+    def main(grid: Grid, context: Context) -> None:
+        if preset is not None:
+            cfg, rd = preset
+        else:
+            cfg = from_flat(dict(context.run_config))
+            rd = create_run_dir(cfg)
+        run_server(grid, cfg, rd)
+
+    return app
+
+
+app = make_server_app()

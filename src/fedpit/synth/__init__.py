@@ -1,0 +1,1 @@
+"""SynGen: self-generated instruction data (prompt, parse, filter, select)."""

@@ -1,0 +1,18 @@
+"""Shared fixtures: a tiny model directory built once per test session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.tiny import save_tiny
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A Hugging Face model directory holding the tiny Llama and its tokenizer."""
+    return save_tiny(tmp_path_factory.mktemp("tiny-model"))

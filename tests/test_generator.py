@@ -1,0 +1,53 @@
+import torch
+
+from fedpit.adapters import LOCAL
+from fedpit.generation import GenerationSpec
+from fedpit.generator import _cut, make_generate_fn
+from tests.helpers import tiny_runtime
+
+
+def naive(rt, prompt, max_new):
+    ids = rt.tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
+    out = rt.model.generate(**ids, max_new_tokens=max_new, do_sample=False,
+                            pad_token_id=rt.tokenizer.pad_token_id,
+                            eos_token_id=rt.tokenizer.eos_token_id)
+    new = out[0, ids["input_ids"].shape[1]:].tolist()
+    if rt.tokenizer.eos_token_id in new:
+        new = new[: new.index(rt.tokenizer.eos_token_id)]
+    return rt.tokenizer.decode(new, skip_special_tokens=True)
+
+
+def test_batched_greedy_equals_the_naive_loop(tiny_model_dir):
+    rt = tiny_runtime(tiny_model_dir)
+    # Random LoRA B so the adapter matters, then compare with the same adapter active.
+    for n, p in rt.model.named_parameters():
+        if "lora_B" in n:
+            torch.nn.init.normal_(p, std=0.5)
+    rt.model.set_adapter(LOCAL)
+    prompts = ["What is asthma", "Task 1: What are the symptoms of gout ?\nTask 2: How",
+               "Is Down syndrome inherited ? Most", "Thirst"]
+    gen = make_generate_fn(rt.model, rt.tokenizer, batch_size=3, progress=False)
+    out = gen(prompts, GenerationSpec(max_new_tokens=12))
+    assert [g.text for g in out] == [naive(rt, p, 12) for p in prompts]
+
+
+def test_stop_strings_cut_the_text_and_mark_it_finished():
+    assert _cut("What is gout ?\nTask 10:", ("\n",)) == ("What is gout ?", True)
+    assert _cut("no stop here", ("\n",)) == ("no stop here", False)
+    assert _cut("a ### b", ("###", "b")) == ("a ", True)
+
+
+def test_generation_cut_by_max_tokens_is_not_finished(tiny_model_dir):
+    rt = tiny_runtime(tiny_model_dir)
+    # Make end-of-sequence impossible so that only the token budget ends generation.
+    eos = rt.tokenizer.eos_token_id
+
+    def no_eos(module, inputs, output):
+        output[..., eos] = -1e9
+        return output
+
+    rt.model.get_output_embeddings().register_forward_hook(no_eos)
+    gen = make_generate_fn(rt.model, rt.tokenizer, progress=False)
+    out = gen(["What is asthma"], GenerationSpec(max_new_tokens=5))
+    assert out[0].finished is False
+    assert len(rt.tokenizer(out[0].text, add_special_tokens=False)["input_ids"]) >= 3

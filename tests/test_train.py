@@ -1,0 +1,61 @@
+import math
+
+import pytest
+import torch
+
+from fedpit.adapters import LOCAL, get_state
+from fedpit.batching import IGNORE_INDEX, encode_pair
+from fedpit.scoring import response_nll
+from fedpit.train import cosine_lr, train_adapter
+from tests.helpers import examples, tiny_runtime
+
+
+def test_cosine_lr_reference_values():
+    assert cosine_lr(1.0, 0.0, 1, 4) == pytest.approx(1.0)
+    assert cosine_lr(1.0, 0.0, 3, 4) == pytest.approx(0.5)
+    assert cosine_lr(2e-3, 1e-4, 2, 4) == pytest.approx(1e-4 + 0.5 * 1.9e-3 * (1 + math.cos(math.pi / 4)))
+    assert all(cosine_lr(1.0, 0.0, r, 10) > 0 for r in range(1, 11))
+    with pytest.raises(ValueError):
+        cosine_lr(1.0, 0.0, 0, 4)
+
+
+def test_encode_pair_masks_the_prompt_and_truncates_the_response(tiny_model_dir):
+    rt = tiny_runtime(tiny_model_dir)
+    enc = encode_pair(rt.tokenizer, "What is asthma ?", " Asthma is a chronic disease.", 1000)
+    n_prompt = len(rt.tokenizer("What is asthma ?", add_special_tokens=False)["input_ids"])
+    assert enc.labels[:n_prompt] == [IGNORE_INDEX] * n_prompt
+    assert enc.labels[n_prompt:] == enc.input_ids[n_prompt:]
+    short = encode_pair(rt.tokenizer, "What is asthma ?", " Asthma is a chronic disease." * 20, 24)
+    assert len(short.input_ids) == 24 and short.num_target_tokens >= 6
+
+
+def test_training_lowers_the_loss_on_its_data(tiny_model_dir):
+    rt = tiny_runtime(tiny_model_dir)
+    data = examples(4)
+    prompts, outs = [rt.fmt.prompt(e) for e in data], [e.output for e in data]
+    rt.model.set_adapter(LOCAL)
+    before = sum(response_nll(rt.model, rt.tokenizer, prompts, outs, 96))
+    enc = [encode_pair(rt.tokenizer, p, o, 96) for p, o in zip(prompts, outs)]
+    stats = train_adapter(rt.model, LOCAL, enc, lr=2e-2, epochs=5, batch_size=2,
+                          pad_id=rt.tokenizer.pad_token_id, seed=0)
+    after = sum(response_nll(rt.model, rt.tokenizer, prompts, outs, 96))
+    assert stats.steps == 10 and stats.examples == 20
+    assert after < before
+
+
+def test_proximal_term_changes_the_update(tiny_model_dir):
+    def run(mu):
+        rt = tiny_runtime(tiny_model_dir)
+        enc = [encode_pair(rt.tokenizer, rt.fmt.prompt(e), e.output, 64) for e in examples(4)]
+        torch.manual_seed(0)
+        train_adapter(rt.model, LOCAL, enc, lr=5e-2, epochs=3, batch_size=2,
+                      pad_id=rt.tokenizer.pad_token_id, seed=0, proximal_mu=mu)
+        return get_state(rt.model, LOCAL)
+
+    plain, prox, plain_again = run(0.0), run(50.0), run(0.0)
+    assert all(torch.equal(plain[k], plain_again[k]) for k in plain)
+    assert any(not torch.allclose(plain[k], prox[k]) for k in plain)
+    # The proximal pull keeps the update closer to the starting point.
+    start = get_state(tiny_runtime(tiny_model_dir).model, LOCAL)
+    dist = lambda s: sum(((s[k] - start[k]) ** 2).sum() for k in s)  # noqa: E731
+    assert dist(prox) < dist(plain)
