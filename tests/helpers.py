@@ -16,7 +16,9 @@ from fedpit.runtime import Runtime
 TINY_LORA = LoraSettings(rank=4, alpha=8, dropout=0.0, target_modules="q_proj,v_proj")
 
 
-def tiny_runtime(model_dir: Path, lora: LoraSettings = TINY_LORA, template: str = "chat") -> Runtime:
+def tiny_runtime(
+    model_dir: Path, lora: LoraSettings = TINY_LORA, template: str = "chat"
+) -> Runtime:
     """A fresh (uncached) runtime over the tiny model."""
     tok = load_tokenizer(str(model_dir))
     base = load_model(str(model_dir), torch.device("cpu"), torch.float32)
@@ -32,9 +34,12 @@ def examples(n: int, prefix: str = "q") -> list[Example]:
             id=f"{prefix}-{i}",
             instruction=f"What are the symptoms of {diseases[i % len(diseases)]} type {i} ?",
             input="",
-            output=f"Patients with {diseases[i % len(diseases)]} often report fatigue and pain {i}.",
-            meta={"source": f"S{i % 3}", "focus": f"{diseases[i % len(diseases)]} type {i}",
-                  "qtype": "symptoms"},
+            output=f"Patients with {diseases[i % len(diseases)]} report fatigue and pain {i}.",
+            meta={
+                "source": f"S{i % 3}",
+                "focus": f"{diseases[i % len(diseases)]} type {i}",
+                "qtype": "symptoms",
+            },
         )
         for i in range(n)
     ]

@@ -56,8 +56,16 @@ def test_training_one_adapter_changes_only_its_tensors(tiny_model_dir):
     set_state(rt.model, PUBLIC, initial_state(get_state(rt.model, PUBLIC), 7))
     before = {n: p.detach().clone() for n, p in rt.model.named_parameters()}
     data = [encode_pair(rt.tokenizer, rt.fmt.prompt(e), e.output, 64) for e in examples(4)]
-    train_adapter(rt.model, LOCAL, data, lr=1e-2, epochs=1, batch_size=2,
-                  pad_id=rt.tokenizer.pad_token_id, seed=0)
+    train_adapter(
+        rt.model,
+        LOCAL,
+        data,
+        lr=1e-2,
+        epochs=1,
+        batch_size=2,
+        pad_id=rt.tokenizer.pad_token_id,
+        seed=0,
+    )
     changed = {n for n, p in rt.model.named_parameters() if not torch.equal(p, before[n])}
     local_lora = {n for n in before if "lora_" in n and ".local." in n}
     assert changed, "training changed nothing"
@@ -92,4 +100,6 @@ def test_saved_adapter_loads_with_peft_and_gives_the_same_logits(tiny_model_dir,
     ids = torch.tensor([[5, 6, 7, 8, 9]])
     rt.model.set_adapter(PUBLIC)
     with torch.no_grad():
-        assert torch.allclose(rt.model(input_ids=ids).logits, loaded(input_ids=ids).logits, atol=1e-5)
+        assert torch.allclose(
+            rt.model(input_ids=ids).logits, loaded(input_ids=ids).logits, atol=1e-5
+        )

@@ -16,15 +16,27 @@ from tests.helpers import TINY_LORA, examples, tiny_runtime
 
 
 def tiny_cfg(**kw):
-    base = {"model.max-length": 96, "train.batch-size": 2, "train.lr": 5e-2, "synth.keep": 2,
-            "lora.rank": TINY_LORA.rank, "lora.alpha": TINY_LORA.alpha, "lora.dropout": 0.0}
+    base = {
+        "model.max-length": 96,
+        "train.batch-size": 2,
+        "train.lr": 5e-2,
+        "synth.keep": 2,
+        "lora.rank": TINY_LORA.rank,
+        "lora.alpha": TINY_LORA.alpha,
+        "lora.dropout": 0.0,
+    }
     base.update(kw)
     return from_flat(base)
 
 
 SYNTHETIC = [
-    Example(f"syn-{i}", f"What causes condition {i} ?", "", f"Condition {i} is caused by a gene.",
-            {"synthetic": "1"})
+    Example(
+        f"syn-{i}",
+        f"What causes condition {i} ?",
+        "",
+        f"Condition {i} is caused by a gene.",
+        {"synthetic": "1"},
+    )
     for i in range(3)
 ]
 
@@ -46,7 +58,9 @@ def start_state(rt):
     return initial_state(get_state(rt.model, PUBLIC), 3)
 
 
-def test_fedpit_upload_is_exactly_the_mix_and_allowlisted_counters(tiny_model_dir, tmp_path, scripted_synth):
+def test_fedpit_upload_is_exactly_the_mix_and_allowlisted_counters(
+    tiny_model_dir, tmp_path, scripted_synth
+):
     rt = tiny_runtime(tiny_model_dir)
     cfg = tiny_cfg(**{"fed.beta": 0.3})
     private = examples(4)
@@ -77,8 +91,12 @@ def test_no_private_text_or_ifs_in_the_outgoing_message(tiny_model_dir, tmp_path
 
     rt = tiny_runtime(tiny_model_dir)
     private = examples(4)
-    update = run_client_round(rt, tiny_cfg(), RoundInfo(0, 1, 2, 0), private, start_state(rt), tmp_path)
-    content = RecordDict({"arrays": state_to_record(update.state), "metrics": MetricRecord(update.counters)})
+    update = run_client_round(
+        rt, tiny_cfg(), RoundInfo(0, 1, 2, 0), private, start_state(rt), tmp_path
+    )
+    content = RecordDict(
+        {"arrays": state_to_record(update.state), "metrics": MetricRecord(update.counters)}
+    )
     assert set(content) == {"arrays", "metrics"}
     assert not content.config_records
     blob = repr(dict(content["metrics"])) + " ".join(content["arrays"].keys())
@@ -93,8 +111,9 @@ def test_fedpit_with_beta_one_equals_fedavg(tiny_model_dir, tmp_path, scripted_s
     def run(method, beta):
         rt = tiny_runtime(tiny_model_dir)
         cfg = tiny_cfg(method=method, **{"fed.beta": beta})
-        return run_client_round(rt, cfg, RoundInfo(1, 1, 2, 0), private, start_state(rt),
-                                tmp_path / method).state
+        return run_client_round(
+            rt, cfg, RoundInfo(1, 1, 2, 0), private, start_state(rt), tmp_path / method
+        ).state
 
     fedpit, fedavg = run("fedpit", 1.0), run("fedavg", 0.5)
     assert all(torch.equal(fedpit[k], fedavg[k]) for k in fedavg)
@@ -106,14 +125,17 @@ def test_fedprox_mu_changes_the_client_update(tiny_model_dir, tmp_path):
     def run(method, mu):
         rt = tiny_runtime(tiny_model_dir)
         cfg = tiny_cfg(method=method, **{"fed.proximal-mu": mu})
-        return run_client_round(rt, cfg, RoundInfo(1, 1, 2, 0), private, start_state(rt),
-                                tmp_path / f"{method}-{mu}").state
+        return run_client_round(
+            rt, cfg, RoundInfo(1, 1, 2, 0), private, start_state(rt), tmp_path / f"{method}-{mu}"
+        ).state
 
     avg, prox = run("fedavg", 5.0), run("fedprox", 5.0)
     assert any(not torch.allclose(avg[k], prox[k]) for k in avg)
 
 
-def test_fedpit_v1_uploads_w_s_and_keeps_w_l_across_rounds(tiny_model_dir, tmp_path, scripted_synth):
+def test_fedpit_v1_uploads_w_s_and_keeps_w_l_across_rounds(
+    tiny_model_dir, tmp_path, scripted_synth
+):
     rt = tiny_runtime(tiny_model_dir)
     cfg = tiny_cfg(method="fedpit-v1")
     private = examples(4)
@@ -125,8 +147,14 @@ def test_fedpit_v1_uploads_w_s_and_keeps_w_l_across_rounds(tiny_model_dir, tmp_p
     run_client_round(rt, cfg, RoundInfo(0, 2, 2, 0), private, first.state, tmp_path)
     # Round 2 continued from the persisted W_l, not from W_g.
     fresh = tiny_runtime(tiny_model_dir)
-    fresh_update = run_client_round(fresh, dataclasses.replace(cfg, method="fedpit-v1"),
-                                    RoundInfo(0, 2, 2, 0), private, first.state, tmp_path / "other")
+    fresh_update = run_client_round(
+        fresh,
+        dataclasses.replace(cfg, method="fedpit-v1"),
+        RoundInfo(0, 2, 2, 0),
+        private,
+        first.state,
+        tmp_path / "other",
+    )
     del fresh_update, kept
     a = torch.load(tmp_path / "adapters" / "local-v1.pt")
     b = torch.load(tmp_path / "other" / "adapters" / "local-v1.pt")

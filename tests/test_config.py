@@ -1,7 +1,7 @@
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 from fedpit.config import default_flat, from_flat, load_toml, parse_overrides, to_flat
 from fedpit.errors import ConfigError
@@ -16,7 +16,9 @@ def test_pyproject_flower_config_equals_the_dataclass_defaults():
 
 
 def test_round_trip_and_coercion_from_strings():
-    cfg = from_flat({"fed.beta": "0.25", "fed.rounds": "3", "method": "fedavg", "synth.do-sample": "true"})
+    cfg = from_flat(
+        {"fed.beta": "0.25", "fed.rounds": "3", "method": "fedavg", "synth.do-sample": "true"}
+    )
     assert cfg.fed.beta == 0.25 and cfg.fed.rounds == 3 and cfg.method == "fedavg"
     assert cfg.synth.do_sample is True
     assert from_flat(to_flat(cfg)) == cfg
@@ -44,7 +46,10 @@ def test_toml_files_nested_or_flat_and_overrides(tmp_path):
     (tmp_path / "b.toml").write_text('"fed.beta" = 0.75\n')
     assert load_toml(tmp_path / "a.toml") == {"method": "fedavg", "fed.beta": 0.0}
     assert load_toml(tmp_path / "b.toml") == {"fed.beta": 0.75}
-    assert parse_overrides(["fed.beta=0.5", "model.name='x'"]) == {"fed.beta": "0.5", "model.name": "x"}
+    assert parse_overrides(["fed.beta=0.5", "model.name='x'"]) == {
+        "fed.beta": "0.5",
+        "model.name": "x",
+    }
     with pytest.raises(ConfigError, match="key=value"):
         parse_overrides(["fed.beta"])
     with pytest.raises(ConfigError, match="does not exist"):

@@ -8,10 +8,14 @@ from tests.helpers import tiny_runtime
 
 def naive(rt, prompt, max_new):
     ids = rt.tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
-    out = rt.model.generate(**ids, max_new_tokens=max_new, do_sample=False,
-                            pad_token_id=rt.tokenizer.pad_token_id,
-                            eos_token_id=rt.tokenizer.eos_token_id)
-    new = out[0, ids["input_ids"].shape[1]:].tolist()
+    out = rt.model.generate(
+        **ids,
+        max_new_tokens=max_new,
+        do_sample=False,
+        pad_token_id=rt.tokenizer.pad_token_id,
+        eos_token_id=rt.tokenizer.eos_token_id,
+    )
+    new = out[0, ids["input_ids"].shape[1] :].tolist()
     if rt.tokenizer.eos_token_id in new:
         new = new[: new.index(rt.tokenizer.eos_token_id)]
     return rt.tokenizer.decode(new, skip_special_tokens=True)
@@ -24,8 +28,12 @@ def test_batched_greedy_equals_the_naive_loop(tiny_model_dir):
         if "lora_B" in n:
             torch.nn.init.normal_(p, std=0.5)
     rt.model.set_adapter(LOCAL)
-    prompts = ["What is asthma", "Task 1: What are the symptoms of gout ?\nTask 2: How",
-               "Is Down syndrome inherited ? Most", "Thirst"]
+    prompts = [
+        "What is asthma",
+        "Task 1: What are the symptoms of gout ?\nTask 2: How",
+        "Is Down syndrome inherited ? Most",
+        "Thirst",
+    ]
     gen = make_generate_fn(rt.model, rt.tokenizer, batch_size=3, progress=False)
     out = gen(prompts, GenerationSpec(max_new_tokens=12))
     assert [g.text for g in out] == [naive(rt, p, 12) for p in prompts]

@@ -11,7 +11,10 @@ def test_response_nll_matches_a_manual_computation_and_is_batch_invariant(tiny_m
     prompts = ["What is asthma ?", "Task 1: What are the symptoms of gout ?\nTask 2:", "x"]
     responses = [" Asthma is a disease.", " What is lupus ?", " Thirst and fatigue, often."]
     batched = response_nll(rt.model, rt.tokenizer, prompts, responses, 128, batch_size=3)
-    singles = [response_nll(rt.model, rt.tokenizer, [p], [r], 128)[0] for p, r in zip(prompts, responses)]
+    singles = [
+        response_nll(rt.model, rt.tokenizer, [p], [r], 128)[0]
+        for p, r in zip(prompts, responses, strict=True)
+    ]
     assert torch.allclose(torch.tensor(batched), torch.tensor(singles), atol=1e-4)
 
     p_ids = rt.tokenizer(prompts[0], add_special_tokens=False)["input_ids"]

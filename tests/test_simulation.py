@@ -13,19 +13,43 @@ from tests.helpers import examples
 
 def test_fedpit_two_clients_two_rounds_under_flower(tiny_model_dir, tmp_path, capsys):
     data = tmp_path / "data.jsonl"
-    data.write_text("".join(
-        json.dumps({"id": e.id, "instruction": e.instruction, "input": "", "output": e.output,
-                    "source": e.meta["source"]}) + "\n"
-        for e in examples(24)
-    ))
+    data.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "id": e.id,
+                    "instruction": e.instruction,
+                    "input": "",
+                    "output": e.output,
+                    "source": e.meta["source"],
+                }
+            )
+            + "\n"
+            for e in examples(24)
+        )
+    )
     run_dir = tmp_path / "run"
-    code = main([
-        "run", f"model.name={tiny_model_dir}", f"data.name={data}", "data.partition=iid",
-        "data.num-clients=2", "data.examples-per-client=4", "data.test-size=4",
-        "fed.rounds=2", "synth.keep=2", "synth.attempts=3", "synth.max-instruction-tokens=6",
-        "synth.max-response-tokens=6", "train.batch-size=2", "model.max-length=64",
-        "lora.rank=4", "lora.alpha=8", f"run-dir={run_dir}",
-    ])
+    code = main(
+        [
+            "run",
+            f"model.name={tiny_model_dir}",
+            f"data.name={data}",
+            "data.partition=iid",
+            "data.num-clients=2",
+            "data.examples-per-client=4",
+            "data.test-size=4",
+            "fed.rounds=2",
+            "synth.keep=2",
+            "synth.attempts=3",
+            "synth.max-instruction-tokens=6",
+            "synth.max-response-tokens=6",
+            "train.batch-size=2",
+            "model.max-length=64",
+            "lora.rank=4",
+            "lora.alpha=8",
+            f"run-dir={run_dir}",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0, out
     assert "DATA:" in out and "FedPIT run finished" in out
@@ -40,7 +64,8 @@ def test_fedpit_two_clients_two_rounds_under_flower(tiny_model_dir, tmp_path, ca
     for c in ("0", "1"):
         lines = read_jsonl(run_dir / "clients" / c / "metrics.jsonl")
         assert [x["round"] for x in lines] == [1, 2]
-    model = PeftModel.from_pretrained(load_model(str(tiny_model_dir), torch.device("cpu"), torch.float32),
-                                      run_dir / "global")
+    model = PeftModel.from_pretrained(
+        load_model(str(tiny_model_dir), torch.device("cpu"), torch.float32), run_dir / "global"
+    )
     b = [p for n, p in model.named_parameters() if "lora_B" in n]
     assert b and any(torch.count_nonzero(p) > 0 for p in b)  # the global adapter was trained

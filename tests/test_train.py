@@ -13,7 +13,9 @@ from tests.helpers import examples, tiny_runtime
 def test_cosine_lr_reference_values():
     assert cosine_lr(1.0, 0.0, 1, 4) == pytest.approx(1.0)
     assert cosine_lr(1.0, 0.0, 3, 4) == pytest.approx(0.5)
-    assert cosine_lr(2e-3, 1e-4, 2, 4) == pytest.approx(1e-4 + 0.5 * 1.9e-3 * (1 + math.cos(math.pi / 4)))
+    assert cosine_lr(2e-3, 1e-4, 2, 4) == pytest.approx(
+        1e-4 + 0.5 * 1.9e-3 * (1 + math.cos(math.pi / 4))
+    )
     assert all(cosine_lr(1.0, 0.0, r, 10) > 0 for r in range(1, 11))
     with pytest.raises(ValueError):
         cosine_lr(1.0, 0.0, 0, 4)
@@ -35,9 +37,17 @@ def test_training_lowers_the_loss_on_its_data(tiny_model_dir):
     prompts, outs = [rt.fmt.prompt(e) for e in data], [e.output for e in data]
     rt.model.set_adapter(LOCAL)
     before = sum(response_nll(rt.model, rt.tokenizer, prompts, outs, 96))
-    enc = [encode_pair(rt.tokenizer, p, o, 96) for p, o in zip(prompts, outs)]
-    stats = train_adapter(rt.model, LOCAL, enc, lr=2e-2, epochs=5, batch_size=2,
-                          pad_id=rt.tokenizer.pad_token_id, seed=0)
+    enc = [encode_pair(rt.tokenizer, p, o, 96) for p, o in zip(prompts, outs, strict=True)]
+    stats = train_adapter(
+        rt.model,
+        LOCAL,
+        enc,
+        lr=2e-2,
+        epochs=5,
+        batch_size=2,
+        pad_id=rt.tokenizer.pad_token_id,
+        seed=0,
+    )
     after = sum(response_nll(rt.model, rt.tokenizer, prompts, outs, 96))
     assert stats.steps == 10 and stats.examples == 20
     assert after < before
@@ -48,8 +58,17 @@ def test_proximal_term_changes_the_update(tiny_model_dir):
         rt = tiny_runtime(tiny_model_dir)
         enc = [encode_pair(rt.tokenizer, rt.fmt.prompt(e), e.output, 64) for e in examples(4)]
         torch.manual_seed(0)
-        train_adapter(rt.model, LOCAL, enc, lr=5e-2, epochs=3, batch_size=2,
-                      pad_id=rt.tokenizer.pad_token_id, seed=0, proximal_mu=mu)
+        train_adapter(
+            rt.model,
+            LOCAL,
+            enc,
+            lr=5e-2,
+            epochs=3,
+            batch_size=2,
+            pad_id=rt.tokenizer.pad_token_id,
+            seed=0,
+            proximal_mu=mu,
+        )
         return get_state(rt.model, LOCAL)
 
     plain, prox, plain_again = run(0.0), run(50.0), run(0.0)

@@ -87,7 +87,9 @@ def trainable_parameters(model: PeftModel, adapter: str) -> list[torch.nn.Parame
     return params
 
 
-def mix(local: Mapping[str, torch.Tensor], public: Mapping[str, torch.Tensor], beta: float) -> State:
+def mix(
+    local: Mapping[str, torch.Tensor], public: Mapping[str, torch.Tensor], beta: float
+) -> State:
     """W_a = β·W_l + (1−β)·W_s, element-wise on every LoRA tensor (A and B separately).
 
     Decision (DESIGN.md §2): the factors are mixed separately, as FedAvg on LoRA does.
@@ -99,8 +101,9 @@ def mix(local: Mapping[str, torch.Tensor], public: Mapping[str, torch.Tensor], b
     return {k: beta * local[k] + (1.0 - beta) * public[k] for k in local}
 
 
-def save_adapter(state: Mapping[str, torch.Tensor], settings: LoraSettings, base_name: str,
-                 directory: Path) -> None:
+def save_adapter(
+    state: Mapping[str, torch.Tensor], settings: LoraSettings, base_name: str, directory: Path
+) -> None:
     """Write ``state`` as a standard PEFT adapter directory, atomically.
 
     The result loads with ``PeftModel.from_pretrained(base_model, directory)``.
@@ -132,5 +135,7 @@ def initial_state(template: Mapping[str, torch.Tensor], seed: int) -> State:
             out[key] = torch.zeros(shape, dtype=template[key].dtype)
         else:
             bound = 1.0 / (shape[1] ** 0.5)  # kaiming_uniform(a=√5) bound = 1/√fan_in
-            out[key] = (torch.rand(shape, generator=gen) * 2 - 1).mul_(bound).to(template[key].dtype)
+            out[key] = (
+                (torch.rand(shape, generator=gen) * 2 - 1).mul_(bound).to(template[key].dtype)
+            )
     return out

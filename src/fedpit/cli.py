@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 import time
 from collections.abc import Sequence
@@ -48,9 +47,13 @@ def _simulate(cfg: RunConfig) -> dict[str, object]:
 
     rd = create_run_dir(cfg)
     print(f"Run directory: {rd.root}", flush=True)
+    # Ray runs as many clients at once as its logical CPUs allow. Running every sampled
+    # client at once (one torch thread each) keeps both cores busy when the number of
+    # clients does not divide the cores; memory grows by one base model per client.
+    parallel = cfg.fed.parallel_clients or (cfg.fed.clients_per_round or cfg.data.num_clients)
     backend = {
         "client_resources": {"num_cpus": cfg.fed.cpus_per_client, "num_gpus": 0.0},
-        "init_args": {"include_dashboard": False, "num_cpus": os.cpu_count() or 1},
+        "init_args": {"include_dashboard": False, "num_cpus": parallel * cfg.fed.cpus_per_client},
     }
     run_simulation(
         server_app=make_server_app((cfg, rd)),
@@ -70,13 +73,20 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     cfg = build_config(args.config, args.overrides)
     run_data = load_run_data(cfg.data, cfg.seed)
-    sizes = ", ".join(f"{n}: {len(c)}" for n, c in zip(run_data.split.client_names, run_data.split.clients))
+    sizes = ", ".join(
+        f"{n}: {len(c)}"
+        for n, c in zip(run_data.split.client_names, run_data.split.clients, strict=True)
+    )
     print(f"DATA: {run_data.description}", flush=True)
-    print(f"      clients ({cfg.data.partition}) {sizes}; held-out test {len(run_data.split.test)}",
-          flush=True)
+    print(
+        f"      clients ({cfg.data.partition}) {sizes}; held-out test {len(run_data.split.test)}",
+        flush=True,
+    )
     t0 = time.perf_counter()
     path = model_lib.prepare(cfg.model.name)
-    print(f"MODEL: {cfg.model.name} → {path} (ready in {time.perf_counter() - t0:.1f} s)", flush=True)
+    print(
+        f"MODEL: {cfg.model.name} → {path} (ready in {time.perf_counter() - t0:.1f} s)", flush=True
+    )
     print(f"METHOD: {cfg.method}, {cfg.fed.rounds} rounds, β = {cfg.fed.beta}", flush=True)
     if cfg.is_federated:
         summary = _simulate(cfg)
@@ -97,8 +107,10 @@ def print_summary(summary: dict[str, object]) -> None:
         print("test loss by round: " + ", ".join(f"{k}: {v:.4f}" for k, v in losses.items()))
     synth = summary.get("synthetic") or {}
     if isinstance(synth, dict) and synth.get("synth-attempts"):
-        print(f"synthetic: {synth['synth-kept']:.0f} kept of {synth['synth-attempts']:.0f} attempts, "
-              f"{synth['synth-selected']:.0f} selected for training")
+        print(
+            f"synthetic: {synth['synth-kept']:.0f} kept of {synth['synth-attempts']:.0f} attempts, "
+            f"{synth['synth-selected']:.0f} selected for training"
+        )
     print(f"run directory: {summary['run_dir']}")
     print(f"final global adapter: {summary['final_adapter']}")
 
@@ -118,8 +130,12 @@ def make_parser() -> argparse.ArgumentParser:
         description="FedPIT: privacy-preserving, few-shot federated instruction tuning.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="run a federated (or baseline) job",
-                         description=RUN_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    run = sub.add_parser(
+        "run",
+        help="run a federated (or baseline) job",
+        description=RUN_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     run.add_argument("--config", metavar="FILE", help="TOML file of configuration keys")
     run.add_argument("overrides", nargs="*", metavar="key=value", help="configuration overrides")
     run.set_defaults(func=cmd_run)
@@ -130,7 +146,11 @@ def make_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: user errors print one clear line and exit 2, never a traceback."""
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False  # Flower's own logger prints its lines; do not print them twice
     args = make_parser().parse_args(argv)
     try:
         return int(args.func(args))

@@ -56,7 +56,9 @@ def phase_seed(info: RoundInfo, phase: str) -> int:
     Separate streams keep phases from shifting each other: FedPIT with β = 1 trains W_l
     exactly as FedAvg does, whatever self-generation consumed before it.
     """
-    return random.Random(f"{info.seed}/{info.client_id}/{info.server_round}/{phase}").getrandbits(31)
+    return random.Random(f"{info.seed}/{info.client_id}/{info.server_round}/{phase}").getrandbits(
+        31
+    )
 
 
 def _encode(rt: Runtime, examples: Sequence[Example], max_length: int) -> list:
@@ -66,8 +68,16 @@ def _encode(rt: Runtime, examples: Sequence[Example], max_length: int) -> list:
     ]
 
 
-def _train(rt: Runtime, cfg: RunConfig, info: RoundInfo, adapter: str, examples: Sequence[Example],
-           phase: str, epochs: int | None = None, proximal_mu: float = 0.0) -> TrainStats:
+def _train(
+    rt: Runtime,
+    cfg: RunConfig,
+    info: RoundInfo,
+    adapter: str,
+    examples: Sequence[Example],
+    phase: str,
+    epochs: int | None = None,
+    proximal_mu: float = 0.0,
+) -> TrainStats:
     torch.manual_seed(phase_seed(info, phase))
     return train_adapter(
         rt.model,
@@ -85,44 +95,66 @@ def _train(rt: Runtime, cfg: RunConfig, info: RoundInfo, adapter: str, examples:
     )
 
 
-def synthesize(rt: Runtime, cfg: RunConfig, info: RoundInfo, private: Sequence[Example],
-               adapter: str) -> SynthResult:
+def synthesize(
+    rt: Runtime, cfg: RunConfig, info: RoundInfo, private: Sequence[Example], adapter: str
+) -> SynthResult:
     """SynGen with ``adapter`` active (the current global model, W_g)."""
     rt.model.set_adapter(adapter)
     generate = make_generate_fn(rt.model, rt.tokenizer)
-    return generate_synthetic(private, generate, rt.fmt, cfg.synth,
-                              random.Random(phase_seed(info, "synth")))
+    return generate_synthetic(
+        private, generate, rt.fmt, cfg.synth, random.Random(phase_seed(info, "synth"))
+    )
 
 
-def ifs_scores(rt: Runtime, cfg: RunConfig, adapter: str, candidates: Sequence[Example]) -> list[float]:
+def ifs_scores(
+    rt: Runtime, cfg: RunConfig, adapter: str, candidates: Sequence[Example]
+) -> list[float]:
     """IFS = L(y|x) / L(y) of each candidate under ``adapter``."""
     if not candidates:
         return []
     rt.model.set_adapter(adapter)
     responses = [c.output for c in candidates]
-    cond = response_nll(rt.model, rt.tokenizer, [rt.fmt.prompt(c) for c in candidates], responses,
-                        cfg.model.max_length)
+    cond = response_nll(
+        rt.model,
+        rt.tokenizer,
+        [rt.fmt.prompt(c) for c in candidates],
+        responses,
+        cfg.model.max_length,
+    )
     header = rt.fmt.response_header()
-    uncond = response_nll(rt.model, rt.tokenizer, [header] * len(candidates), responses,
-                          cfg.model.max_length)
-    return [ifs(c, u) for c, u in zip(cond, uncond)]
+    uncond = response_nll(
+        rt.model, rt.tokenizer, [header] * len(candidates), responses, cfg.model.max_length
+    )
+    return [ifs(c, u) for c, u in zip(cond, uncond, strict=True)]
 
 
-def _select(rt: Runtime, cfg: RunConfig, adapter: str, synth: SynthResult
-            ) -> tuple[list[Example], list[dict[str, object]]]:
+def _select(
+    rt: Runtime, cfg: RunConfig, adapter: str, synth: SynthResult
+) -> tuple[list[Example], list[dict[str, object]]]:
     scores = ifs_scores(rt, cfg, adapter, synth.examples)
     chosen = select_lowest(synth.examples, scores, cfg.synth.keep)
     chosen_ids = {c.id for c in chosen}
     record = [
-        {"id": c.id, "instruction": c.instruction, "output": c.output, "ifs": s,
-         "selected": c.id in chosen_ids}
-        for c, s in zip(synth.examples, scores)
+        {
+            "id": c.id,
+            "instruction": c.instruction,
+            "output": c.output,
+            "ifs": s,
+            "selected": c.id in chosen_ids,
+        }
+        for c, s in zip(synth.examples, scores, strict=True)
     ]
     return chosen, record
 
 
-def run_client_round(rt: Runtime, cfg: RunConfig, info: RoundInfo, private: Sequence[Example],
-                     global_state: State, state_dir: Path) -> ClientUpdate:
+def run_client_round(
+    rt: Runtime,
+    cfg: RunConfig,
+    info: RoundInfo,
+    private: Sequence[Example],
+    global_state: State,
+    state_dir: Path,
+) -> ClientUpdate:
     """One sampled client's round for ``cfg.method``; returns the update to upload."""
     timings: dict[str, float] = {}
     log: dict[str, object] = {"round": info.server_round, "method": cfg.method}
@@ -194,9 +226,14 @@ def run_client_round(rt: Runtime, cfg: RunConfig, info: RoundInfo, private: Sequ
 
     timed("total", start)
     if cfg.method in ("fedpit", "fedpit-v1"):
-        save_adapter(get_state(rt.model, LOCAL), cfg.lora, rt.base_name, state_dir / "adapters" / LOCAL)
+        save_adapter(
+            get_state(rt.model, LOCAL), cfg.lora, rt.base_name, state_dir / "adapters" / LOCAL
+        )
     counters = upload_metrics(
-        num_examples=len(private), synth=synth, selected=len(selected), timings=timings,
+        num_examples=len(private),
+        synth=synth,
+        selected=len(selected),
+        timings=timings,
         upload=upload,
     )
     log["counters"] = counters

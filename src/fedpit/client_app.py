@@ -56,7 +56,11 @@ def train(msg: Message, context: Context) -> Message:
     set_threads(cfg.train.threads or cfg.fed.cpus_per_client)
     rt = get_runtime(cfg.model, cfg.lora)
     info = RoundInfo(client_id, int(config["server-round"]), int(config[NUM_ROUNDS]), cfg.seed)
-    update = run_client_round(rt, cfg, info, private, record_to_state(msg.content[ARRAYS]), state_dir)
+    update = run_client_round(
+        rt, cfg, info, private, record_to_state(msg.content[ARRAYS]), state_dir
+    )
     check_counters(update.counters)
-    reply = RecordDict({ARRAYS: state_to_record(update.state), METRICS: MetricRecord(update.counters)})
+    reply = RecordDict(
+        {ARRAYS: state_to_record(update.state), METRICS: MetricRecord(update.counters)}
+    )
     return Message(reply, reply_to=msg)

@@ -95,6 +95,7 @@ class FedConfig:
     server_lr: float = 0.001
     server_tau: float = 1e-3
     cpus_per_client: int = 1
+    parallel_clients: int = 0
 
 
 @dataclass(frozen=True)
@@ -205,7 +206,9 @@ def from_flat(values: Mapping[str, Any]) -> RunConfig:
             for sub in dataclasses.fields(tp):
                 key = f"{_key(f.name)}.{_key(sub.name)}"
                 if key in values:
-                    sub_kwargs[sub.name] = _coerce(key, values[key], _scalar_type(sub_hints[sub.name]))
+                    sub_kwargs[sub.name] = _coerce(
+                        key, values[key], _scalar_type(sub_hints[sub.name])
+                    )
             kwargs[f.name] = tp(**sub_kwargs)
         elif _key(f.name) in values:
             key = _key(f.name)
@@ -223,39 +226,69 @@ def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
 def validate(cfg: RunConfig) -> None:
     """Check value ranges and cross-key constraints; raise :class:`ConfigError`."""
     _check(cfg.method in METHODS, "method", cfg.method, ", ".join(METHODS))
-    _check(cfg.data.partition in PARTITIONS, "data.partition", cfg.data.partition,
-           ", ".join(PARTITIONS))
+    _check(
+        cfg.data.partition in PARTITIONS,
+        "data.partition",
+        cfg.data.partition,
+        ", ".join(PARTITIONS),
+    )
     _check(cfg.data.num_clients >= 1, "data.num-clients", cfg.data.num_clients, "an integer ≥ 1")
-    _check(cfg.data.examples_per_client >= 1, "data.examples-per-client",
-           cfg.data.examples_per_client, "an integer ≥ 1")
+    _check(
+        cfg.data.examples_per_client >= 1,
+        "data.examples-per-client",
+        cfg.data.examples_per_client,
+        "an integer ≥ 1",
+    )
     _check(cfg.data.test_size >= 0, "data.test-size", cfg.data.test_size, "an integer ≥ 0")
     _check(cfg.data.dirichlet_alpha > 0, "data.dirichlet-alpha", cfg.data.dirichlet_alpha, "> 0")
     _check(cfg.model.max_length >= 16, "model.max-length", cfg.model.max_length, "≥ 16")
-    _check(cfg.model.dtype in ("float32", "bfloat16", "float16"), "model.dtype", cfg.model.dtype,
-           "float32, bfloat16, float16")
+    _check(
+        cfg.model.dtype in ("float32", "bfloat16", "float16"),
+        "model.dtype",
+        cfg.model.dtype,
+        "float32, bfloat16, float16",
+    )
     _check(cfg.lora.rank >= 1, "lora.rank", cfg.lora.rank, "an integer ≥ 1")
-    _check(bool(cfg.lora.modules), "lora.target-modules", cfg.lora.target_modules,
-           "comma-separated module names, e.g. q_proj,v_proj")
+    _check(
+        bool(cfg.lora.modules),
+        "lora.target-modules",
+        cfg.lora.target_modules,
+        "comma-separated module names, e.g. q_proj,v_proj",
+    )
     _check(0 <= cfg.lora.dropout < 1, "lora.dropout", cfg.lora.dropout, "[0, 1)")
     _check(cfg.train.lr > 0, "train.lr", cfg.train.lr, "> 0")
     _check(0 <= cfg.train.lr_min <= cfg.train.lr, "train.lr-min", cfg.train.lr_min, "[0, train.lr]")
     _check(cfg.train.batch_size >= 1, "train.batch-size", cfg.train.batch_size, "≥ 1")
     _check(cfg.train.local_epochs >= 1, "train.local-epochs", cfg.train.local_epochs, "≥ 1")
-    _check(cfg.train.centralized_epochs >= 1, "train.centralized-epochs",
-           cfg.train.centralized_epochs, "≥ 1")
+    _check(
+        cfg.train.centralized_epochs >= 1,
+        "train.centralized-epochs",
+        cfg.train.centralized_epochs,
+        "≥ 1",
+    )
     _check(cfg.train.threads >= 0, "train.threads", cfg.train.threads, "≥ 0 (0 = automatic)")
     _check(cfg.fed.rounds >= 1, "fed.rounds", cfg.fed.rounds, "an integer ≥ 1")
     _check(0.0 <= cfg.fed.beta <= 1.0, "fed.beta", cfg.fed.beta, "a number in [0, 1]")
     _check(cfg.fed.mix in MIX_MODES, "fed.mix", cfg.fed.mix, ", ".join(MIX_MODES))
     _check(cfg.synth.keep >= 1, "synth.keep", cfg.synth.keep, "≥ 1")
     _check(cfg.fed.proximal_mu >= 0, "fed.proximal-mu", cfg.fed.proximal_mu, "≥ 0")
+    _check(
+        cfg.fed.parallel_clients >= 0,
+        "fed.parallel-clients",
+        cfg.fed.parallel_clients,
+        "≥ 0 (0 = all sampled clients at once)",
+    )
     _check(cfg.fed.cpus_per_client >= 1, "fed.cpus-per-client", cfg.fed.cpus_per_client, "≥ 1")
-    _check(0 <= cfg.fed.clients_per_round <= cfg.data.num_clients, "fed.clients-per-round",
-           cfg.fed.clients_per_round,
-           f"0 (all) to data.num-clients = {cfg.data.num_clients}")
+    _check(
+        0 <= cfg.fed.clients_per_round <= cfg.data.num_clients,
+        "fed.clients-per-round",
+        cfg.fed.clients_per_round,
+        f"0 (all) to data.num-clients = {cfg.data.num_clients}",
+    )
     _check(cfg.synth.attempts >= 1, "synth.attempts", cfg.synth.attempts, "≥ 1")
-    _check(cfg.synth.novelty in ("rouge", "focus"), "synth.novelty", cfg.synth.novelty,
-           "rouge, focus")
+    _check(
+        cfg.synth.novelty in ("rouge", "focus"), "synth.novelty", cfg.synth.novelty, "rouge, focus"
+    )
 
 
 def load_toml(path: str | Path) -> dict[str, Any]:

@@ -32,8 +32,13 @@ class GenerationSpec:
 
 @dataclass(frozen=True)
 class Generation:
-    """One continuation: its text (prompt excluded, stop string excluded) and whether
-    it ended on a stop string or end-of-sequence (False: cut by ``max_new_tokens``)."""
+    """One continuation of a prompt.
+
+    Attributes:
+        text: The continuation, without the prompt and without the stop string.
+        finished: True when it ended on a stop string or end-of-sequence; False when
+            ``max_new_tokens`` cut it.
+    """
 
     text: str
     finished: bool

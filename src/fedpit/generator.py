@@ -25,7 +25,9 @@ class _StopOnStrings(StoppingCriteria):
         self.prompt_width = prompt_width
         self.tail = 1 + max((len(s) for s in stops), default=0)
 
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kw: object) -> torch.BoolTensor:
+    def __call__(
+        self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kw: object
+    ) -> torch.BoolTensor:
         new = input_ids[:, self.prompt_width :]
         done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
         if not self.stops or new.shape[1] == 0:
@@ -44,8 +46,9 @@ def _cut(text: str, stops: Sequence[str]) -> tuple[str, bool]:
     return text[: min(positions)], True
 
 
-def make_generate_fn(model: torch.nn.Module, tokenizer: object, batch_size: int = 16,
-                     progress: bool = True) -> GenerateFn:
+def make_generate_fn(
+    model: torch.nn.Module, tokenizer: object, batch_size: int = 16, progress: bool = True
+) -> GenerateFn:
     """A :data:`GenerateFn` over ``model`` with whatever adapter is active when called."""
     eos_id = tokenizer.eos_token_id  # type: ignore[attr-defined]
     pad_id = tokenizer.pad_token_id  # type: ignore[attr-defined]
@@ -57,12 +60,18 @@ def make_generate_fn(model: torch.nn.Module, tokenizer: object, batch_size: int 
         order = sorted(range(len(prompts)), key=lambda i: -lengths[i])
         device = next(model.parameters()).device
         model.eval()
-        bar = tqdm(total=len(prompts), desc="generate", leave=False, unit="seq", disable=not progress)
+        bar = tqdm(
+            total=len(prompts), desc="generate", leave=False, unit="seq", disable=not progress
+        )
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
             tokenizer.padding_side = "left"  # type: ignore[attr-defined]
-            enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True,  # type: ignore[operator]
-                            add_special_tokens=False).to(device)
+            enc = tokenizer(
+                [prompts[i] for i in idx],
+                return_tensors="pt",
+                padding=True,  # type: ignore[operator]
+                add_special_tokens=False,
+            ).to(device)
             width = enc["input_ids"].shape[1]
             kwargs: dict[str, object] = {
                 "max_new_tokens": spec.max_new_tokens,
@@ -70,7 +79,9 @@ def make_generate_fn(model: torch.nn.Module, tokenizer: object, batch_size: int 
                 "repetition_penalty": spec.repetition_penalty,
                 "eos_token_id": eos_id,
                 "pad_token_id": pad_id,
-                "stopping_criteria": StoppingCriteriaList([_StopOnStrings(tokenizer, spec.stop, width)]),
+                "stopping_criteria": StoppingCriteriaList(
+                    [_StopOnStrings(tokenizer, spec.stop, width)]
+                ),
             }
             if spec.do_sample:
                 kwargs["temperature"] = spec.temperature

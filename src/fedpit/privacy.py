@@ -22,8 +22,14 @@ ALLOWED_COUNTERS: frozenset[str] = frozenset(
 )
 
 
-def upload_metrics(*, num_examples: int, synth: SynthResult | None, selected: int,
-                   timings: Mapping[str, float], upload: State) -> dict[str, float]:
+def upload_metrics(
+    *,
+    num_examples: int,
+    synth: SynthResult | None,
+    selected: int,
+    timings: Mapping[str, float],
+    upload: State,
+) -> dict[str, float]:
     """The counters a client reports: every allowlisted key, zero where not applicable.
 
     Every client sends the same keys so that Flower's metric aggregation lines up.

@@ -61,7 +61,7 @@ def provenance(run_data: RunData) -> dict[str, object]:
         "description": run_data.description,
         "clients": [
             {"id": i, "name": name, "examples": len(ex)}
-            for i, (name, ex) in enumerate(zip(split.client_names, split.clients))
+            for i, (name, ex) in enumerate(zip(split.client_names, split.clients, strict=True))
         ],
         "test_ids": [ex.id for ex in split.test],
     }

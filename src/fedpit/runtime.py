@@ -35,7 +35,11 @@ class Runtime:
 def set_threads(threads: int) -> None:
     """Use ``threads`` torch threads (0: one per CPU this process may use)."""
     if threads <= 0:
-        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        threads = (
+            len(os.sched_getaffinity(0))
+            if hasattr(os, "sched_getaffinity")
+            else os.cpu_count() or 1
+        )
     torch.set_num_threads(threads)
 
 
@@ -44,7 +48,9 @@ def get_runtime(model_cfg: ModelConfig, lora: LoraSettings) -> Runtime:
     """Load (once per process) the base model with ``local`` and ``public`` adapters."""
     path = model_lib.prepare(model_cfg.name)
     tokenizer = model_lib.load_tokenizer(path)
-    base = model_lib.load_model(path, model_lib.pick_device(model_cfg.device), DTYPES[model_cfg.dtype])
+    base = model_lib.load_model(
+        path, model_lib.pick_device(model_cfg.device), DTYPES[model_cfg.dtype]
+    )
     peft_model = attach_adapters(base, lora, seed=0)
     fmt = make_prompt_format(model_cfg.template, tokenizer)
     return Runtime(peft_model, tokenizer, fmt, model_cfg.name)

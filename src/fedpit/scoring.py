@@ -25,7 +25,9 @@ def response_nll(
     """
     if len(prompts) != len(responses):
         raise ValueError("prompts and responses differ in length")
-    encoded = [encode_pair(tokenizer, p, r, max_length) for p, r in zip(prompts, responses)]
+    encoded = [
+        encode_pair(tokenizer, p, r, max_length) for p, r in zip(prompts, responses, strict=True)
+    ]
     pad_id = tokenizer.pad_token_id  # type: ignore[attr-defined]
     device = next(model.parameters()).device
     out = [float("nan")] * len(encoded)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import shutil
 import time
 
@@ -18,8 +17,6 @@ from fedpit.runtime import Runtime, get_runtime, set_threads
 from fedpit.scoring import response_nll
 from fedpit.strategy import build_strategy
 
-log = logging.getLogger("fedpit")
-
 
 def test_loss(rt: Runtime, run_data: RunData, max_length: int) -> float:
     """Mean response NLL of the held-out test set under the ``public`` adapter."""
@@ -27,8 +24,13 @@ def test_loss(rt: Runtime, run_data: RunData, max_length: int) -> float:
     if not test:
         return float("nan")
     rt.model.set_adapter(PUBLIC)
-    nll = response_nll(rt.model, rt.tokenizer, [rt.fmt.prompt(e) for e in test],
-                       [e.output for e in test], max_length)
+    nll = response_nll(
+        rt.model,
+        rt.tokenizer,
+        [rt.fmt.prompt(e) for e in test],
+        [e.output for e in test],
+        max_length,
+    )
     return sum(nll) / len(nll)
 
 
@@ -43,17 +45,22 @@ def run_server(grid: Grid, cfg: RunConfig, rd: RunDir) -> dict[str, object]:
     round_metrics: dict[int, dict[str, float]] = {}
 
     def on_round(server_round: int, arrays: ArrayRecord, metrics: MetricRecord | None) -> None:
-        save_adapter(record_to_state(arrays), cfg.lora, cfg.model.name, rd.round_adapter(server_round))
+        save_adapter(
+            record_to_state(arrays), cfg.lora, cfg.model.name, rd.round_adapter(server_round)
+        )
         round_metrics[server_round] = dict(metrics or {})  # type: ignore[arg-type]
 
     def evaluate(server_round: int, arrays: ArrayRecord) -> MetricRecord:
         set_state(rt.model, PUBLIC, record_to_state(arrays))
         loss = test_loss(rt, run_data, cfg.model.max_length)
-        record = {"round": server_round, "test_loss": loss,
-                  "elapsed_s": time.perf_counter() - started,
-                  "clients": round_metrics.get(server_round, {})}
+        record = {
+            "round": server_round,
+            "test_loss": loss,
+            "elapsed_s": time.perf_counter() - started,
+            "clients": round_metrics.get(server_round, {}),
+        }
         append_jsonl(rd.metrics, record)
-        log.info("%s", format_round(record, cfg.fed.rounds))
+        print(format_round(record, cfg.fed.rounds), flush=True)
         return MetricRecord({"test-loss": loss})
 
     strategy = build_strategy(cfg, on_round)
@@ -79,8 +86,10 @@ def format_round(record: dict, num_rounds: int) -> str:
     c = record.get("clients", {})
     text = f"round {record['round']}/{num_rounds} | test loss {record['test_loss']:.4f}"
     if c.get("synth-attempts"):
-        text += (f" | synthetic kept {c.get('synth-kept', 0):.0f}/{c['synth-attempts']:.0f}"
-                 f", selected {c.get('synth-selected', 0):.0f}")
+        text += (
+            f" | synthetic kept {c.get('synth-kept', 0):.0f}/{c['synth-attempts']:.0f}"
+            f", selected {c.get('synth-selected', 0):.0f}"
+        )
     return text + f" | {record['elapsed_s']:.0f} s"
 
 
@@ -90,8 +99,10 @@ def summarize(rd: RunDir, cfg: RunConfig, run_data: RunData, seconds: float) -> 
 
     rows = read_jsonl(rd.metrics) if rd.metrics.exists() else []
     rounds = [r for r in rows if r["round"] > 0]
-    synth = {k: sum(r["clients"].get(k, 0.0) for r in rounds)
-             for k in ("synth-attempts", "synth-kept", "synth-selected")}
+    synth = {
+        k: sum(r["clients"].get(k, 0.0) for r in rounds)
+        for k in ("synth-attempts", "synth-kept", "synth-selected")
+    }
     client_rounds = sum(r["clients"].get("num-examples", 0) > 0 for r in rounds)
     return {
         "method": cfg.method,

@@ -43,7 +43,8 @@ def run_standalone(cfg: RunConfig) -> dict[str, object]:
     if cfg.method == "centralized":
         pooled = [ex for client in run_data.split.clients for ex in client]
         inner = dataclasses.replace(
-            cfg, method="fedavg",
+            cfg,
+            method="fedavg",
             train=dataclasses.replace(cfg.train, local_epochs=cfg.train.centralized_epochs),
         )
         cohorts = [pooled]
@@ -62,16 +63,24 @@ def run_standalone(cfg: RunConfig) -> dict[str, object]:
             update = run_client_round(rt, inner, info, private, states[cid], rd.client_dir(cid))
             states[cid] = update.state
             counters.append(update.counters)
-            save_adapter(update.state, cfg.lora, cfg.model.name,
-                         rd.client_dir(cid) / "adapters" / "model")
+            save_adapter(
+                update.state, cfg.lora, cfg.model.name, rd.client_dir(cid) / "adapters" / "model"
+            )
         merged = _merge(counters)
         _record(rd, rt, run_data, cfg, server_round, states, merged, started, rounds)
     if len(states) == 1:
         save_adapter(states[0], cfg.lora, cfg.model.name, rd.final_adapter)
-    summary = summarize(rd, dataclasses.replace(cfg, fed=dataclasses.replace(cfg.fed, rounds=rounds)),
-                        run_data, time.perf_counter() - started)
-    summary["final_adapter"] = (str(rd.final_adapter) if len(states) == 1
-                                else str(rd.root / "clients" / "<id>" / "adapters" / "model"))
+    summary = summarize(
+        rd,
+        dataclasses.replace(cfg, fed=dataclasses.replace(cfg.fed, rounds=rounds)),
+        run_data,
+        time.perf_counter() - started,
+    )
+    summary["final_adapter"] = (
+        str(rd.final_adapter)
+        if len(states) == 1
+        else str(rd.root / "clients" / "<id>" / "adapters" / "model")
+    )
     write_json(rd.summary, summary)
     return summary
 
@@ -84,16 +93,29 @@ def _merge(counters: list[dict[str, float]]) -> dict[str, float]:
     return dict(aggregate_counters(records, "num-examples"))  # type: ignore[arg-type]
 
 
-def _record(rd: RunDir, rt, run_data, cfg: RunConfig, server_round: int, states: list[State],
-            counters: dict[str, float], started: float, rounds: int) -> None:
+def _record(
+    rd: RunDir,
+    rt,
+    run_data,
+    cfg: RunConfig,
+    server_round: int,
+    states: list[State],
+    counters: dict[str, float],
+    started: float,
+    rounds: int,
+) -> None:
     """Test loss of each model (mean over clients), one metrics line, one log line."""
     losses = []
     for state in states:
         set_state(rt.model, PUBLIC, state)
         losses.append(test_loss(rt, run_data, cfg.model.max_length))
-    record = {"round": server_round, "test_loss": statistics.fmean(losses),
-              "test_loss_per_model": losses, "elapsed_s": time.perf_counter() - started,
-              "clients": counters}
+    record = {
+        "round": server_round,
+        "test_loss": statistics.fmean(losses),
+        "test_loss_per_model": losses,
+        "elapsed_s": time.perf_counter() - started,
+        "clients": counters,
+    }
     append_jsonl(rd.metrics, record)
     print(format_round(record, rounds), flush=True)
     if server_round > 0 and len(states) == 1:

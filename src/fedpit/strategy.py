@@ -44,8 +44,9 @@ def _recording(base: type[FedAvg]) -> type[FedAvg]:
             super().__init__(**kwargs)
             self.on_round = on_round
 
-        def aggregate_train(self, server_round: int, replies: Iterable[Message]
-                            ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        def aggregate_train(
+            self, server_round: int, replies: Iterable[Message]
+        ) -> tuple[ArrayRecord | None, MetricRecord | None]:
             arrays, metrics = super().aggregate_train(server_round, replies)
             if arrays is not None:
                 self.on_round(server_round, arrays, metrics)

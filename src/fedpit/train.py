@@ -82,7 +82,9 @@ def train_adapter(
         for i in range(0, len(order), batch_size):
             items = [data[j] for j in order[i : i + batch_size]]
             batch = {k: v.to(device) for k, v in collate(items, pad_id).items()}
-            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            logits = model(
+                input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+            ).logits
             nll, count = per_example_nll(logits, batch["labels"])
             loss = nll.sum() / count.sum().clamp(min=1)
             if proximal_mu > 0:
@@ -103,4 +105,6 @@ def train_adapter(
     model.eval()
     for p in params:
         p.requires_grad_(False)
-    return TrainStats(steps, len(data) * epochs, tokens, loss_sum / steps, time.perf_counter() - start)
+    return TrainStats(
+        steps, len(data) * epochs, tokens, loss_sum / steps, time.perf_counter() - start
+    )

@@ -94,7 +94,7 @@ def scripted(kind: str) -> ScriptedGenerate:
 @pytest.mark.parametrize("fmt", [CHAT, ALPACA], ids=["chat", "alpaca"])
 def test_pipeline_end_to_end(fmt: PromptFormat) -> None:
     gen = scripted(fmt.kind)
-    settings = SynthSettings(attempts=10, novelty="focus")
+    settings = SynthSettings(attempts=10, novelty="focus", trim_unfinished=False)
     result = generate_synthetic(PRIVATE, gen, fmt, settings, random.Random(3))
 
     assert [e.id for e in result.examples] == ["syn-0", "syn-7"]

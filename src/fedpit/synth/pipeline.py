@@ -35,7 +35,7 @@ from fedpit.synth.instructions import (
     parse_instruction,
     sample_instruction_prompt,
 )
-from fedpit.synth.responses import response_prompt, response_spec
+from fedpit.synth.responses import response_prompt, response_spec, trim_to_sentence
 
 SYNTHETIC_META = {"synthetic": "true"}
 
@@ -61,6 +61,8 @@ class SynthSettings:
         min_instruction_words: Fewest words in an instruction.
         min_response_words: Fewest words in a response.
         min_distinct_trigram_ratio: Responses below it count as degenerate.
+        trim_unfinished: Salvage a response cut by ``max_response_tokens`` by trimming it
+            to its last full sentence (False: count it as a format failure and retry).
         do_sample: Sample instead of greedy decoding (both phases).
         temperature: Sampling temperature (with ``do_sample`` only).
     """
@@ -80,6 +82,7 @@ class SynthSettings:
     min_instruction_words: int = 3
     min_response_words: int = 10
     min_distinct_trigram_ratio: float = 0.5
+    trim_unfinished: bool = True
     do_sample: bool = False
     temperature: float = 0.7
 
@@ -216,6 +219,10 @@ def _responses(
         outputs = _generate(generate, prompts, spec, "response", result)
         failed = []
         for i, out in zip(pending, outputs, strict=True):
+            if settings.trim_unfinished and not out.finished:
+                trimmed = trim_to_sentence(out.text)
+                if trimmed:
+                    out = Generation(trimmed, finished=True)
             reason = response_reason(
                 out, fmt.kind, settings.min_response_words, settings.min_distinct_trigram_ratio
             )

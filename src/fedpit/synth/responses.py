@@ -36,6 +36,16 @@ def truncate_words(text: str, max_words: int) -> str:
     return (head[: ends[-1].end()] if ends else head).strip()
 
 
+def trim_to_sentence(text: str) -> str | None:
+    """The longest prefix of ``text`` that ends at a sentence end, or None if none does.
+
+    Used to salvage a response cut by the token budget: what it said up to its last
+    full sentence is well-formed, only shorter.
+    """
+    ends = list(_SENTENCE_END.finditer(text))
+    return text[: ends[-1].end()].strip() if ends else None
+
+
 def _alpaca_block(example: Example) -> str:
     """An example's Alpaca prompt without the intro paragraph."""
     prompt = alpaca_prompt(example)
