@@ -78,3 +78,24 @@ def test_proximal_term_changes_the_update(tiny_model_dir):
     start = get_state(tiny_runtime(tiny_model_dir).model, LOCAL)
     dist = lambda s: sum(((s[k] - start[k]) ** 2).sum() for k in s)  # noqa: E731
     assert dist(prox) < dist(plain)
+
+
+def test_micro_batches_give_the_same_update_as_one_batch(tiny_model_dir):
+    def run(micro):
+        rt = tiny_runtime(tiny_model_dir)
+        enc = [encode_pair(rt.tokenizer, rt.fmt.prompt(e), e.output, 64) for e in examples(6)]
+        train_adapter(
+            rt.model,
+            LOCAL,
+            enc,
+            lr=5e-2,
+            epochs=2,
+            batch_size=6,
+            pad_id=rt.tokenizer.pad_token_id,
+            seed=0,
+            micro_batch_size=micro,
+        )
+        return get_state(rt.model, LOCAL)
+
+    whole, micro = run(0), run(2)
+    assert all(torch.allclose(whole[k], micro[k], atol=1e-5) for k in whole)

@@ -56,23 +56,29 @@ def collate(items: Sequence[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
 
 
 def per_example_nll(
-    logits: torch.Tensor, labels: torch.Tensor
+    model: torch.nn.Module, batch: dict[str, torch.Tensor]
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed next-token NLL and target-token count per example.
+    """Summed next-token NLL over response tokens, and their count, per example.
+
+    The vocabulary projection runs only on positions that predict a response token:
+    prompt and padding positions never materialise logits (for a 49k vocabulary these
+    are most of a training step's memory).
 
     Returns:
         ``(nll_sum, count)``, each of shape ``(batch,)``.
     """
-    shift_logits = logits[:, :-1, :].float()
-    shift_labels = labels[:, 1:]
-    losses = torch.nn.functional.cross_entropy(
-        shift_logits.reshape(-1, shift_logits.size(-1)),
-        shift_labels.reshape(-1),
-        ignore_index=IGNORE_INDEX,
-        reduction="none",
-    ).view(shift_labels.shape)
-    mask = shift_labels != IGNORE_INDEX
-    return (losses * mask).sum(dim=1), mask.sum(dim=1)
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    decoder = getattr(base, base.base_model_prefix)
+    hidden = decoder(
+        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+    ).last_hidden_state
+    targets = batch["labels"][:, 1:]
+    mask = targets != IGNORE_INDEX
+    logits = base.get_output_embeddings()(hidden[:, :-1][mask]).float()
+    token_nll = torch.nn.functional.cross_entropy(logits, targets[mask], reduction="none")
+    rows = mask.nonzero()[:, 0]
+    nll = torch.zeros(targets.shape[0], dtype=token_nll.dtype, device=token_nll.device)
+    return nll.index_add(0, rows, token_nll), mask.sum(dim=1)
 
 
 def length_batches(items: Sequence[Encoded], batch_size: int) -> list[list[int]]:

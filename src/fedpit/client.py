@@ -90,6 +90,7 @@ def _train(
         seed=phase_seed(info, phase),
         weight_decay=cfg.train.weight_decay,
         max_grad_norm=cfg.train.max_grad_norm,
+        micro_batch_size=cfg.train.micro_batch_size,
         proximal_mu=proximal_mu,
         desc=f"client {info.client_id} {phase}",
     )

@@ -76,6 +76,7 @@ class TrainConfig:
     lr: float = 2e-3
     lr_min: float = 0.0
     batch_size: int = 8
+    micro_batch_size: int = 4
     local_epochs: int = 1
     centralized_epochs: int = 10
     weight_decay: float = 0.0
@@ -259,6 +260,12 @@ def validate(cfg: RunConfig) -> None:
     _check(cfg.train.lr > 0, "train.lr", cfg.train.lr, "> 0")
     _check(0 <= cfg.train.lr_min <= cfg.train.lr, "train.lr-min", cfg.train.lr_min, "[0, train.lr]")
     _check(cfg.train.batch_size >= 1, "train.batch-size", cfg.train.batch_size, "≥ 1")
+    _check(
+        cfg.train.micro_batch_size >= 0,
+        "train.micro-batch-size",
+        cfg.train.micro_batch_size,
+        "≥ 0 (0 = the whole batch at once)",
+    )
     _check(cfg.train.local_epochs >= 1, "train.local-epochs", cfg.train.local_epochs, "≥ 1")
     _check(
         cfg.train.centralized_epochs >= 1,

@@ -35,8 +35,7 @@ def response_nll(
     model.eval()
     for idx in length_batches(encoded, batch_size):
         batch = {k: v.to(device) for k, v in collate([encoded[i] for i in idx], pad_id).items()}
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        nll, count = per_example_nll(logits, batch["labels"])
+        nll, count = per_example_nll(model, batch)
         for j, i in enumerate(idx):
             out[i] = (nll[j] / count[j].clamp(min=1)).item() if count[j] > 0 else float("nan")
     model.train(was_training)

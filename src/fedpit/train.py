@@ -50,13 +50,15 @@ def train_adapter(
     seed: int,
     weight_decay: float = 0.0,
     max_grad_norm: float = 1.0,
+    micro_batch_size: int = 0,
     proximal_mu: float = 0.0,
     anchor: Mapping[str, torch.Tensor] | None = None,
     desc: str = "train",
 ) -> TrainStats:
     """Fine-tune only ``adapter`` on ``data`` with AdamW at a constant ``lr``.
 
-    The loss is the mean NLL over response tokens of the batch. With
+    The loss is the mean NLL over response tokens of the batch, accumulated over
+    micro-batches of ``micro_batch_size`` (0: the whole batch at once). With
     ``proximal_mu > 0`` the FedProx term μ/2·||w − w_anchor||² is added, where
     ``anchor`` maps this adapter's parameter names to their values at round start.
     """
@@ -70,6 +72,7 @@ def train_adapter(
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     device = params[0].device
     rng = random.Random(seed)
+    micro = micro_batch_size or batch_size
     model.train()
     start = time.perf_counter()
     steps = tokens = 0
@@ -81,24 +84,30 @@ def train_adapter(
         rng.shuffle(order)
         for i in range(0, len(order), batch_size):
             items = [data[j] for j in order[i : i + batch_size]]
-            batch = {k: v.to(device) for k, v in collate(items, pad_id).items()}
-            logits = model(
-                input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
-            ).logits
-            nll, count = per_example_nll(logits, batch["labels"])
-            loss = nll.sum() / count.sum().clamp(min=1)
+            optimizer.zero_grad(set_to_none=True)
+            # Gradient accumulation over micro-batches: the same step as one big batch
+            # (loss normalised by the whole batch's target tokens), less activation memory.
+            batch_tokens = max(1, sum(e.num_target_tokens for e in items))
+            loss_value = 0.0
+            for k in range(0, len(items), micro):
+                batch = {
+                    kk: v.to(device) for kk, v in collate(items[k : k + micro], pad_id).items()
+                }
+                nll, _ = per_example_nll(model, batch)
+                part = nll.sum() / batch_tokens
+                part.backward()
+                loss_value += float(part.detach())
             if proximal_mu > 0:
                 assert anchor is not None
-                prox = sum(((named[n] - anchor[n]) ** 2).sum() for n in named)
-                loss = loss + 0.5 * proximal_mu * prox
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+                prox = 0.5 * proximal_mu * sum(((named[n] - anchor[n]) ** 2).sum() for n in named)
+                prox.backward()
+                loss_value += float(prox.detach())
             if max_grad_norm > 0:
                 torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
             optimizer.step()
             steps += 1
-            tokens += int(count.sum())
-            loss_sum += float(loss.detach())
+            tokens += batch_tokens
+            loss_sum += loss_value
             bar.update(1)
             bar.set_postfix(loss=f"{loss_sum / steps:.3f}")
     bar.close()
