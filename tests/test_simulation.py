@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 import torch
 from peft import PeftModel
 
@@ -11,7 +12,7 @@ from fedpit.rundir import read_jsonl
 from tests.helpers import examples
 
 
-def test_fedpit_two_clients_two_rounds_under_flower(tiny_model_dir, tmp_path, capsys):
+def write_data(tmp_path):
     data = tmp_path / "data.jsonl"
     data.write_text(
         "".join(
@@ -28,28 +29,35 @@ def test_fedpit_two_clients_two_rounds_under_flower(tiny_model_dir, tmp_path, ca
             for e in examples(24)
         )
     )
+    return data
+
+
+def tiny_args(tiny_model_dir, data, run_dir, *extra):
+    return [
+        "run",
+        f"model.name={tiny_model_dir}",
+        f"data.name={data}",
+        "data.partition=iid",
+        "data.num-clients=2",
+        "data.examples-per-client=4",
+        "data.test-size=4",
+        "fed.rounds=2",
+        "synth.keep=2",
+        "synth.attempts=3",
+        "synth.max-instruction-tokens=6",
+        "synth.max-response-tokens=6",
+        "train.batch-size=2",
+        "model.max-length=64",
+        "lora.rank=4",
+        "lora.alpha=8",
+        f"run-dir={run_dir}",
+        *extra,
+    ]
+
+
+def test_fedpit_two_clients_two_rounds_under_flower(tiny_model_dir, tmp_path, capsys):
     run_dir = tmp_path / "run"
-    code = main(
-        [
-            "run",
-            f"model.name={tiny_model_dir}",
-            f"data.name={data}",
-            "data.partition=iid",
-            "data.num-clients=2",
-            "data.examples-per-client=4",
-            "data.test-size=4",
-            "fed.rounds=2",
-            "synth.keep=2",
-            "synth.attempts=3",
-            "synth.max-instruction-tokens=6",
-            "synth.max-response-tokens=6",
-            "train.batch-size=2",
-            "model.max-length=64",
-            "lora.rank=4",
-            "lora.alpha=8",
-            f"run-dir={run_dir}",
-        ]
-    )
+    code = main(tiny_args(tiny_model_dir, write_data(tmp_path), run_dir))
     out = capsys.readouterr().out
     assert code == 0, out
     assert "DATA:" in out and "FedPIT run finished" in out
@@ -69,3 +77,54 @@ def test_fedpit_two_clients_two_rounds_under_flower(tiny_model_dir, tmp_path, ca
     )
     b = [p for n, p in model.named_parameters() if "lora_B" in n]
     assert b and any(torch.count_nonzero(p) > 0 for p in b)  # the global adapter was trained
+
+
+def test_fedadam_runs_under_flower_and_moves_the_global_adapter(tiny_model_dir, tmp_path):
+    run_dir = tmp_path / "adam"
+    assert (
+        main(
+            tiny_args(
+                tiny_model_dir,
+                write_data(tmp_path),
+                run_dir,
+                "method=fedadam",
+                "fed.server-lr=0.01",
+            )
+        )
+        == 0
+    )
+    rows = read_jsonl(run_dir / "metrics.jsonl")
+    assert [r["round"] for r in rows] == [0, 1, 2]
+    assert rows[1]["clients"]["synth-attempts"] == 0  # no self-generation in FedAdam
+    assert json.loads((run_dir / "summary.json").read_text())["method"] == "fedadam"
+
+
+@pytest.mark.parametrize("method", ["local", "local-selfgen", "centralized"])
+def test_standalone_baselines_write_the_same_schema(tiny_model_dir, tmp_path, method):
+    run_dir = tmp_path / method
+    assert (
+        main(
+            tiny_args(
+                tiny_model_dir,
+                write_data(tmp_path),
+                run_dir,
+                f"method={method}",
+                "train.centralized-epochs=2",
+            )
+        )
+        == 0
+    )
+    rows = read_jsonl(run_dir / "metrics.jsonl")
+    summary = json.loads((run_dir / "summary.json").read_text())
+    rounds = 1 if method == "centralized" else 2
+    assert [r["round"] for r in rows] == list(range(rounds + 1))
+    assert summary["method"] == method and summary["rounds"] == rounds
+    assert rows[-1]["test_loss"] != rows[0]["test_loss"]
+    if method == "centralized":
+        assert rows[1]["clients"]["num-examples"] == 8  # both clients' data pooled
+        assert (run_dir / "global" / "adapter_model.safetensors").exists()
+    else:
+        assert len(rows[1]["test_loss_per_model"]) == 2
+        assert (run_dir / "clients" / "1" / "adapters" / "model").exists()
+    if method == "local-selfgen":
+        assert rows[1]["clients"]["synth-attempts"] == 6

@@ -52,7 +52,10 @@ def _simulate(cfg: RunConfig) -> dict[str, object]:
     # clients does not divide the cores; memory grows by one base model per client.
     parallel = cfg.fed.parallel_clients or (cfg.fed.clients_per_round or cfg.data.num_clients)
     backend = {
-        "client_resources": {"num_cpus": cfg.fed.cpus_per_client, "num_gpus": 0.0},
+        "client_resources": {
+            "num_cpus": cfg.fed.cpus_per_client,
+            "num_gpus": cfg.fed.gpus_per_client,
+        },
         "init_args": {"include_dashboard": False, "num_cpus": parallel * cfg.fed.cpus_per_client},
     }
     run_simulation(

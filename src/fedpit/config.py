@@ -96,6 +96,7 @@ class FedConfig:
     server_lr: float = 0.001
     server_tau: float = 1e-3
     cpus_per_client: int = 1
+    gpus_per_client: float = 0.0
     parallel_clients: int = 0
 
 

@@ -12,13 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fedpit.data.example import Example
-from fedpit.data.load import SUFFIXES, FieldMap, load_examples
+from fedpit.data.load import SUFFIXES, FieldMap, load_examples, load_hub_dataset
 from fedpit.data.medmcqa import find_medmcqa, load_medmcqa
 from fedpit.errors import DataError
 
 DATA_DIR_ENV = "FEDPIT_DATA_DIR"
 MEDQUAD_FILE = "medquad.jsonl"
 AUTO, MEDQUAD, MEDMCQA = "auto", "medquad", "medmcqa"
+HUB, HUB_PREFIX = "hub", "hf:"
 NAMES = (AUTO, MEDQUAD, MEDMCQA)
 PARTITION_COLUMNS = {MEDQUAD: "source", MEDMCQA: "subject"}
 # MedQuAD's ids number QA pairs within each source XML file, so 2,407 of them repeat
@@ -61,6 +62,9 @@ class DataSource:
             return load_medmcqa(self.path)
         if self.name == MEDQUAD:
             return load_examples(self.path, MEDQUAD_FIELDS)
+        if self.name == HUB:
+            dataset, _, split = str(self.path).partition(":")
+            return load_hub_dataset(dataset, split or "train")
         return load_examples(self.path)
 
 
@@ -69,7 +73,8 @@ def resolve_data(name: str) -> DataSource:
 
     Args:
         name: ``"auto"`` (MedQuAD if found, else MedMCQA from ``evals``), ``"medquad"``,
-            ``"medmcqa"``, or a path to a ``.jsonl``/``.json``/``.csv`` file. MedQuAD is
+            ``"medmcqa"``, ``"hf:<dataset id>[:split]"`` (Hugging Face hub, needs network
+            access), or a path to a ``.jsonl``/``.json``/``.csv`` file. MedQuAD is
             looked up in ``$FEDPIT_DATA_DIR`` when that is set (and only there), else in
             ``../shared/data/`` beside the project root.
 
@@ -93,6 +98,11 @@ def resolve_data(name: str) -> DataSource:
                 f"{GET_MEDMCQA}, or set data.name to a .jsonl/.json/.csv file"
             )
         return _medmcqa(medmcqa, note=f" (MedQuAD not found: {GET_MEDQUAD})")
+    if name.startswith(HUB_PREFIX):
+        spec = name[len(HUB_PREFIX) :]
+        if not spec:
+            raise DataError("data.name='hf:' needs a data set id, e.g. hf:org/name:split")
+        return DataSource(HUB, Path(spec), "", f"Hugging Face data set {spec} (network access)")
     if name == MEDMCQA:
         medmcqa = find_medmcqa()
         if medmcqa is None:
