@@ -7,7 +7,7 @@ STAMP   := $(VENV)/.fedpit-installed
 ARGS    ?=
 DATA_DIR := $(or $(FEDPIT_DATA_DIR),../shared/data)
 
-.PHONY: setup run test test-fast lint clean-venv
+.PHONY: setup run flwr-run test test-fast lint clean-venv
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,12 @@ setup: $(STAMP)
 
 run: setup
 	$(VENV)/bin/fedpit run $(ARGS)
+
+# The same job through Flower's own CLI (a local SuperLink in simulation mode). Flower
+# would otherwise install the app's dependencies into a fresh uv environment per run.
+flwr-run: setup
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1 \
+	  $(VENV)/bin/flwr run . --stream --federation-config "num-supernodes=$(or $(CLIENTS),3)" $(ARGS)
 
 test: setup
 	$(VENV)/bin/pytest -q

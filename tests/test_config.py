@@ -1,7 +1,7 @@
+import tomllib
 from pathlib import Path
 
 import pytest
-import tomllib
 
 from fedpit.config import default_flat, from_flat, load_toml, parse_overrides, to_flat
 from fedpit.errors import ConfigError

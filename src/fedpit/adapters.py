@@ -102,7 +102,10 @@ def mix(
 
 
 def save_adapter(
-    state: Mapping[str, torch.Tensor], settings: LoraSettings, base_name: str, directory: Path
+    state: Mapping[str, torch.Tensor],
+    settings: LoraSettings,
+    base_name: str,
+    directory: Path,
 ) -> None:
     """Write ``state`` as a standard PEFT adapter directory, atomically.
 
@@ -114,7 +117,10 @@ def save_adapter(
     config = lora_config(settings)
     config.base_model_name_or_path = base_name
     config.save_pretrained(str(tmp))
-    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp / "adapter_model.safetensors"))
+    save_file(
+        {k: v.contiguous() for k, v in state.items()},
+        str(tmp / "adapter_model.safetensors"),
+    )
     (tmp / "fedpit.json").write_text(json.dumps({"base_model": base_name}) + "\n")
     if directory.exists():
         shutil.rmtree(directory)

@@ -56,7 +56,10 @@ def _simulate(cfg: RunConfig) -> dict[str, object]:
             "num_cpus": cfg.fed.cpus_per_client,
             "num_gpus": cfg.fed.gpus_per_client,
         },
-        "init_args": {"include_dashboard": False, "num_cpus": parallel * cfg.fed.cpus_per_client},
+        "init_args": {
+            "include_dashboard": False,
+            "num_cpus": parallel * cfg.fed.cpus_per_client,
+        },
     }
     run_simulation(
         server_app=make_server_app((cfg, rd)),
@@ -88,7 +91,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     path = model_lib.prepare(cfg.model.name)
     print(
-        f"MODEL: {cfg.model.name} → {path} (ready in {time.perf_counter() - t0:.1f} s)", flush=True
+        f"MODEL: {cfg.model.name} → {path} (ready in {time.perf_counter() - t0:.1f} s)",
+        flush=True,
     )
     print(f"METHOD: {cfg.method}, {cfg.fed.rounds} rounds, β = {cfg.fed.beta}", flush=True)
     if cfg.is_federated:

@@ -11,13 +11,22 @@ from __future__ import annotations
 import json
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from fedpit.adapters import LOCAL, PUBLIC, State, get_state, mix, save_adapter, set_state
+from fedpit.adapters import (
+    LOCAL,
+    PUBLIC,
+    State,
+    get_state,
+    mix,
+    save_adapter,
+    set_state,
+)
 from fedpit.batching import encode_pair
 from fedpit.config import RunConfig
 from fedpit.data.example import Example
@@ -97,7 +106,11 @@ def _train(
 
 
 def synthesize(
-    rt: Runtime, cfg: RunConfig, info: RoundInfo, private: Sequence[Example], adapter: str
+    rt: Runtime,
+    cfg: RunConfig,
+    info: RoundInfo,
+    private: Sequence[Example],
+    adapter: str,
 ) -> SynthResult:
     """SynGen with ``adapter`` active (the current global model, W_g)."""
     rt.model.set_adapter(adapter)
@@ -124,28 +137,119 @@ def ifs_scores(
     )
     header = rt.fmt.response_header()
     uncond = response_nll(
-        rt.model, rt.tokenizer, [header] * len(candidates), responses, cfg.model.max_length
+        rt.model,
+        rt.tokenizer,
+        [header] * len(candidates),
+        responses,
+        cfg.model.max_length,
     )
     return [ifs(c, u) for c, u in zip(cond, uncond, strict=True)]
 
 
-def _select(
-    rt: Runtime, cfg: RunConfig, adapter: str, synth: SynthResult
-) -> tuple[list[Example], list[dict[str, object]]]:
-    scores = ifs_scores(rt, cfg, adapter, synth.examples)
-    chosen = select_lowest(synth.examples, scores, cfg.synth.keep)
-    chosen_ids = {c.id for c in chosen}
-    record = [
-        {
-            "id": c.id,
-            "instruction": c.instruction,
-            "output": c.output,
-            "ifs": s,
-            "selected": c.id in chosen_ids,
-        }
-        for c, s in zip(synth.examples, scores, strict=True)
-    ]
-    return chosen, record
+class _Round:
+    """One client round in progress: runs phases, times them, keeps the private log."""
+
+    def __init__(
+        self, rt: Runtime, cfg: RunConfig, info: RoundInfo, private: Sequence[Example]
+    ) -> None:
+        self.rt, self.cfg, self.info, self.private = rt, cfg, info, list(private)
+        self.seconds: dict[str, float] = {}
+        self.log: dict[str, object] = {"round": info.server_round, "method": cfg.method}
+        self.selected: list[Example] = []
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        """Time a phase into the allowlisted ``seconds-<name>`` counter."""
+        t0 = time.perf_counter()
+        yield
+        self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t0
+
+    def train(
+        self,
+        adapter: str,
+        examples: Sequence[Example],
+        phase: str,
+        proximal_mu: float = 0.0,
+    ) -> None:
+        """Train ``adapter`` on ``examples``; its loss goes to the private log only."""
+        with self.phase(f"train-{phase}"):
+            stats = _train(
+                self.rt,
+                self.cfg,
+                self.info,
+                adapter,
+                examples,
+                phase,
+                proximal_mu=proximal_mu,
+            )
+        self.log[f"loss-{phase}"] = stats.mean_loss
+
+    def select(self, adapter: str, synth: SynthResult) -> list[Example]:
+        """Keep the M candidates with the lowest IFS under ``adapter``."""
+        with self.phase("select"):
+            scores = ifs_scores(self.rt, self.cfg, adapter, synth.examples)
+            self.selected = select_lowest(synth.examples, scores, self.cfg.synth.keep)
+        chosen = {c.id for c in self.selected}
+        self.log["synthetic"] = [
+            {
+                "id": c.id,
+                "instruction": c.instruction,
+                "output": c.output,
+                "ifs": s,
+                "selected": c.id in chosen,
+            }
+            for c, s in zip(synth.examples, scores, strict=True)
+        ]
+        return self.selected
+
+    def state(self, adapter: str) -> State:
+        """The current tensors of ``adapter``."""
+        return get_state(self.rt.model, adapter)
+
+
+def _fedpit(r: _Round, synth: SynthResult, state_dir: Path) -> State:
+    """Algorithm 1: W_l on real data, IFS with W_l, W_s on selected data, upload the mix."""
+    r.train(LOCAL, r.private, "local")
+    selected = r.select(LOCAL, synth)  # scored by the freshly trained local model
+    r.train(PUBLIC, selected, "public")
+    return mix(r.state(LOCAL), r.state(PUBLIC), r.cfg.fed.beta)
+
+
+def _fedpit_v1(r: _Round, synth: SynthResult, state_dir: Path) -> State:
+    """v1: W_l persists on the client and also learns from synthetic data; upload W_s."""
+    persisted = state_dir / "adapters" / "local-v1.pt"
+    if persisted.exists():
+        set_state(r.rt.model, LOCAL, torch.load(persisted, weights_only=True))
+    selected = r.select(LOCAL, synth)  # scored by the client's persisted local model
+    r.train(PUBLIC, selected, "public")
+    r.train(LOCAL, [*r.private, *selected], "local")
+    persisted.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(r.state(LOCAL), persisted)
+    return r.state(PUBLIC)
+
+
+def _fedmit(r: _Round, synth: SynthResult, state_dir: Path) -> State:
+    """FedMIT: real and selected synthetic data in one adapter (no isolation)."""
+    selected = r.select(LOCAL, synth)  # no local model exists yet: scored by W_g
+    r.train(LOCAL, [*r.private, *selected], "local")
+    return r.state(LOCAL)
+
+
+def _fedavg(r: _Round, synth: SynthResult | None, state_dir: Path) -> State:
+    """FedAvg / FedProx / FedAdam clients: train on the private data, upload it."""
+    mu = r.cfg.fed.proximal_mu if r.cfg.method == "fedprox" else 0.0
+    r.train(LOCAL, r.private, "local", proximal_mu=mu)
+    return r.state(LOCAL)
+
+
+CLIENT_ROUNDS = {
+    "fedpit": _fedpit,
+    "fedpit-v1": _fedpit_v1,
+    "fedmit": _fedmit,
+    "fedavg": _fedavg,
+    "fedprox": _fedavg,
+    "fedadam": _fedavg,
+}
 
 
 def run_client_round(
@@ -157,89 +261,30 @@ def run_client_round(
     state_dir: Path,
 ) -> ClientUpdate:
     """One sampled client's round for ``cfg.method``; returns the update to upload."""
-    timings: dict[str, float] = {}
-    log: dict[str, object] = {"round": info.server_round, "method": cfg.method}
-    synth: SynthResult | None = None
-    selected: list[Example] = []
-    start = time.perf_counter()
-
-    def timed(name: str, t0: float) -> None:
-        timings[name] = time.perf_counter() - t0
-
-    # Every round starts from the global adapter in both slots (nothing carried over).
-    set_state(rt.model, LOCAL, global_state)
-    set_state(rt.model, PUBLIC, global_state)
-
-    if cfg.uses_synthetic:
-        t0 = time.perf_counter()
-        synth = synthesize(rt, cfg, info, private, PUBLIC)  # generator = W_g
-        timed("synth", t0)
-
-    if cfg.method == "fedpit":
-        t0 = time.perf_counter()
-        local_stats = _train(rt, cfg, info, LOCAL, private, "local")
-        timed("train-local", t0)
-        t0 = time.perf_counter()
-        assert synth is not None
-        selected, log["synthetic"] = _select(rt, cfg, LOCAL, synth)  # IFS with the fresh W_l
-        timed("select", t0)
-        t0 = time.perf_counter()
-        public_stats = _train(rt, cfg, info, PUBLIC, selected, "public")
-        timed("train-public", t0)
-        upload = mix(get_state(rt.model, LOCAL), get_state(rt.model, PUBLIC), cfg.fed.beta)
-        log["loss-local"], log["loss-public"] = local_stats.mean_loss, public_stats.mean_loss
-    elif cfg.method == "fedpit-v1":
-        persisted = state_dir / "adapters" / "local-v1.pt"
-        if persisted.exists():
-            set_state(rt.model, LOCAL, torch.load(persisted, weights_only=True))
-        t0 = time.perf_counter()
-        assert synth is not None
-        selected, log["synthetic"] = _select(rt, cfg, LOCAL, synth)  # IFS with the kept W_l
-        timed("select", t0)
-        t0 = time.perf_counter()
-        public_stats = _train(rt, cfg, info, PUBLIC, selected, "public")
-        timed("train-public", t0)
-        t0 = time.perf_counter()
-        local_stats = _train(rt, cfg, info, LOCAL, [*private, *selected], "local")
-        timed("train-local", t0)
-        persisted.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(get_state(rt.model, LOCAL), persisted)
-        upload = get_state(rt.model, PUBLIC)
-        log["loss-local"], log["loss-public"] = local_stats.mean_loss, public_stats.mean_loss
-    elif cfg.method == "fedmit":
-        t0 = time.perf_counter()
-        assert synth is not None
-        # No local model exists before training in FedMIT: select with W_g.
-        selected, log["synthetic"] = _select(rt, cfg, LOCAL, synth)
-        timed("select", t0)
-        t0 = time.perf_counter()
-        local_stats = _train(rt, cfg, info, LOCAL, [*private, *selected], "local")
-        timed("train-local", t0)
-        upload = get_state(rt.model, LOCAL)
-        log["loss-local"] = local_stats.mean_loss
-    else:  # fedavg, fedprox, fedadam: plain local training on the private data
-        mu = cfg.fed.proximal_mu if cfg.method == "fedprox" else 0.0
-        t0 = time.perf_counter()
-        local_stats = _train(rt, cfg, info, LOCAL, private, "local", proximal_mu=mu)
-        timed("train-local", t0)
-        upload = get_state(rt.model, LOCAL)
-        log["loss-local"] = local_stats.mean_loss
-
-    timed("total", start)
+    r = _Round(rt, cfg, info, private)
+    with r.phase("total"):
+        # Every round starts from the global adapter in both slots (nothing carried over).
+        set_state(rt.model, LOCAL, global_state)
+        set_state(rt.model, PUBLIC, global_state)
+        synth = None
+        if cfg.uses_synthetic:
+            with r.phase("synth"):
+                synth = synthesize(rt, cfg, info, private, PUBLIC)  # generator = W_g
+        upload = CLIENT_ROUNDS[cfg.method](r, synth, state_dir)  # type: ignore[arg-type]
     if cfg.method in ("fedpit", "fedpit-v1"):
-        save_adapter(
-            get_state(rt.model, LOCAL), cfg.lora, rt.base_name, state_dir / "adapters" / LOCAL
-        )
+        save_adapter(r.state(LOCAL), cfg.lora, rt.base_name, state_dir / "adapters" / LOCAL)
     counters = upload_metrics(
         num_examples=len(private),
         synth=synth,
-        selected=len(selected),
-        timings=timings,
+        selected=len(r.selected),
+        timings=r.seconds,
         upload=upload,
     )
-    log["counters"] = counters
-    _write_private_log(state_dir, info, log)
-    return ClientUpdate(state=upload, num_examples=len(private), counters=counters, private_log=log)
+    r.log["counters"] = counters
+    _write_private_log(state_dir, info, r.log)
+    return ClientUpdate(
+        state=upload, num_examples=len(private), counters=counters, private_log=r.log
+    )
 
 
 def _write_private_log(state_dir: Path, info: RoundInfo, log: dict[str, object]) -> None:

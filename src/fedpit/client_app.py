@@ -16,6 +16,7 @@ from fedpit.client import RoundInfo, run_client_round
 from fedpit.config import RunConfig
 from fedpit.data.example import Example
 from fedpit.data.load import load_examples
+from fedpit.errors import ConfigError
 from fedpit.privacy import check_counters
 from fedpit.records import (
     ARRAYS,
@@ -43,6 +44,11 @@ def node_data(cfg: RunConfig, context: Context, run_dir: str) -> tuple[int, list
         state_dir = Path(str(node.get("state-dir", Path.home() / ".fedpit" / "node")))
         return client_id, examples, state_dir
     partition_id = int(node["partition-id"])
+    if partition_id >= cfg.data.num_clients:
+        raise ConfigError(
+            f"SuperNode partition-id {partition_id} but data.num-clients = "
+            f"{cfg.data.num_clients}: run as many SuperNodes as clients"
+        )
     examples = client_examples(cfg.data, cfg.seed, partition_id)
     return partition_id, examples, Path(run_dir) / "clients" / str(partition_id)
 

@@ -234,7 +234,12 @@ def validate(cfg: RunConfig) -> None:
         cfg.data.partition,
         ", ".join(PARTITIONS),
     )
-    _check(cfg.data.num_clients >= 1, "data.num-clients", cfg.data.num_clients, "an integer ≥ 1")
+    _check(
+        cfg.data.num_clients >= 1,
+        "data.num-clients",
+        cfg.data.num_clients,
+        "an integer ≥ 1",
+    )
     _check(
         cfg.data.examples_per_client >= 1,
         "data.examples-per-client",
@@ -242,7 +247,12 @@ def validate(cfg: RunConfig) -> None:
         "an integer ≥ 1",
     )
     _check(cfg.data.test_size >= 0, "data.test-size", cfg.data.test_size, "an integer ≥ 0")
-    _check(cfg.data.dirichlet_alpha > 0, "data.dirichlet-alpha", cfg.data.dirichlet_alpha, "> 0")
+    _check(
+        cfg.data.dirichlet_alpha > 0,
+        "data.dirichlet-alpha",
+        cfg.data.dirichlet_alpha,
+        "> 0",
+    )
     _check(cfg.model.max_length >= 16, "model.max-length", cfg.model.max_length, "≥ 16")
     _check(
         cfg.model.dtype in ("float32", "bfloat16", "float16"),
@@ -259,7 +269,12 @@ def validate(cfg: RunConfig) -> None:
     )
     _check(0 <= cfg.lora.dropout < 1, "lora.dropout", cfg.lora.dropout, "[0, 1)")
     _check(cfg.train.lr > 0, "train.lr", cfg.train.lr, "> 0")
-    _check(0 <= cfg.train.lr_min <= cfg.train.lr, "train.lr-min", cfg.train.lr_min, "[0, train.lr]")
+    _check(
+        0 <= cfg.train.lr_min <= cfg.train.lr,
+        "train.lr-min",
+        cfg.train.lr_min,
+        "[0, train.lr]",
+    )
     _check(cfg.train.batch_size >= 1, "train.batch-size", cfg.train.batch_size, "≥ 1")
     _check(
         cfg.train.micro_batch_size >= 0,
@@ -274,7 +289,12 @@ def validate(cfg: RunConfig) -> None:
         cfg.train.centralized_epochs,
         "≥ 1",
     )
-    _check(cfg.train.threads >= 0, "train.threads", cfg.train.threads, "≥ 0 (0 = automatic)")
+    _check(
+        cfg.train.threads >= 0,
+        "train.threads",
+        cfg.train.threads,
+        "≥ 0 (0 = automatic)",
+    )
     _check(cfg.fed.rounds >= 1, "fed.rounds", cfg.fed.rounds, "an integer ≥ 1")
     _check(0.0 <= cfg.fed.beta <= 1.0, "fed.beta", cfg.fed.beta, "a number in [0, 1]")
     _check(cfg.fed.mix in MIX_MODES, "fed.mix", cfg.fed.mix, ", ".join(MIX_MODES))
@@ -286,7 +306,12 @@ def validate(cfg: RunConfig) -> None:
         cfg.fed.parallel_clients,
         "≥ 0 (0 = all sampled clients at once)",
     )
-    _check(cfg.fed.cpus_per_client >= 1, "fed.cpus-per-client", cfg.fed.cpus_per_client, "≥ 1")
+    _check(
+        cfg.fed.cpus_per_client >= 1,
+        "fed.cpus-per-client",
+        cfg.fed.cpus_per_client,
+        "≥ 1",
+    )
     _check(
         0 <= cfg.fed.clients_per_round <= cfg.data.num_clients,
         "fed.clients-per-round",
@@ -295,7 +320,10 @@ def validate(cfg: RunConfig) -> None:
     )
     _check(cfg.synth.attempts >= 1, "synth.attempts", cfg.synth.attempts, "≥ 1")
     _check(
-        cfg.synth.novelty in ("rouge", "focus"), "synth.novelty", cfg.synth.novelty, "rouge, focus"
+        cfg.synth.novelty in ("rouge", "focus"),
+        "synth.novelty",
+        cfg.synth.novelty,
+        "rouge, focus",
     )
 
 

@@ -47,7 +47,10 @@ def _cut(text: str, stops: Sequence[str]) -> tuple[str, bool]:
 
 
 def make_generate_fn(
-    model: torch.nn.Module, tokenizer: object, batch_size: int = 16, progress: bool = True
+    model: torch.nn.Module,
+    tokenizer: object,
+    batch_size: int = 16,
+    progress: bool = True,
 ) -> GenerateFn:
     """A :data:`GenerateFn` over ``model`` with whatever adapter is active when called."""
     eos_id = tokenizer.eos_token_id  # type: ignore[attr-defined]
@@ -61,7 +64,11 @@ def make_generate_fn(
         device = next(model.parameters()).device
         model.eval()
         bar = tqdm(
-            total=len(prompts), desc="generate", leave=False, unit="seq", disable=not progress
+            total=len(prompts),
+            desc="generate",
+            leave=False,
+            unit="seq",
+            disable=not progress,
         )
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]

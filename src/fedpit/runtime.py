@@ -19,7 +19,11 @@ from fedpit.adapters import attach_adapters
 from fedpit.config import LoraSettings, ModelConfig
 from fedpit.prompts import PromptFormat, make_prompt_format
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPES = {
+    "float32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "float16": torch.float16,
+}
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from fedpit.adapters import PUBLIC, get_state, initial_state, save_adapter, set_state
 from fedpit.config import RunConfig, from_flat
+from fedpit.errors import ConfigError
 from fedpit.records import config_to_record, record_to_state, state_to_record
 from fedpit.run_data import RunData, load_run_data, provenance
 from fedpit.rundir import RunDir, append_jsonl, create_run_dir, write_json
@@ -37,6 +38,13 @@ def test_loss(rt: Runtime, run_data: RunData, max_length: int) -> float:
 def run_server(grid: Grid, cfg: RunConfig, rd: RunDir) -> dict[str, object]:
     """Federate ``cfg.fed.rounds`` rounds on ``grid``; write everything into ``rd``."""
     started = time.perf_counter()
+    nodes = len(list(grid.get_node_ids()))
+    if nodes > cfg.data.num_clients:
+        raise ConfigError(
+            f"the federation has {nodes} SuperNodes but data.num-clients = "
+            f"{cfg.data.num_clients}; make them equal (flwr run: --federation-config "
+            f"'num-supernodes={cfg.data.num_clients}')"
+        )
     set_threads(cfg.train.threads)
     run_data = load_run_data(cfg.data, cfg.seed)
     write_json(rd.data, provenance(run_data))
@@ -46,7 +54,10 @@ def run_server(grid: Grid, cfg: RunConfig, rd: RunDir) -> dict[str, object]:
 
     def on_round(server_round: int, arrays: ArrayRecord, metrics: MetricRecord | None) -> None:
         save_adapter(
-            record_to_state(arrays), cfg.lora, cfg.model.name, rd.round_adapter(server_round)
+            record_to_state(arrays),
+            cfg.lora,
+            cfg.model.name,
+            rd.round_adapter(server_round),
         )
         round_metrics[server_round] = dict(metrics or {})  # type: ignore[arg-type]
 

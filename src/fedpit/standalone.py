@@ -16,7 +16,14 @@ import dataclasses
 import statistics
 import time
 
-from fedpit.adapters import PUBLIC, State, get_state, initial_state, save_adapter, set_state
+from fedpit.adapters import (
+    PUBLIC,
+    State,
+    get_state,
+    initial_state,
+    save_adapter,
+    set_state,
+)
 from fedpit.client import RoundInfo, run_client_round
 from fedpit.config import RunConfig
 from fedpit.run_data import load_run_data, provenance
@@ -64,7 +71,10 @@ def run_standalone(cfg: RunConfig) -> dict[str, object]:
             states[cid] = update.state
             counters.append(update.counters)
             save_adapter(
-                update.state, cfg.lora, cfg.model.name, rd.client_dir(cid) / "adapters" / "model"
+                update.state,
+                cfg.lora,
+                cfg.model.name,
+                rd.client_dir(cid) / "adapters" / "model",
             )
         merged = _merge(counters)
         _record(rd, rt, run_data, cfg, server_round, states, merged, started, rounds)

@@ -69,7 +69,10 @@ def instruction_spec(
 ) -> GenerationSpec:
     """Decoding for the instruction phase: one line, no repetition penalty."""
     return GenerationSpec(
-        max_new_tokens=max_new_tokens, stop=("\n",), do_sample=do_sample, temperature=temperature
+        max_new_tokens=max_new_tokens,
+        stop=("\n",),
+        do_sample=do_sample,
+        temperature=temperature,
     )
 
 

@@ -96,10 +96,18 @@ class SynthSettings:
             ("instruction-demos", self.instruction_demos >= 1, "an integer ≥ 1"),
             ("response-demos", self.response_demos >= 0, "an integer ≥ 0"),
             ("demo-answer-words", self.demo_answer_words >= 1, "an integer ≥ 1"),
-            ("max-instruction-tokens", self.max_instruction_tokens >= 1, "an integer ≥ 1"),
+            (
+                "max-instruction-tokens",
+                self.max_instruction_tokens >= 1,
+                "an integer ≥ 1",
+            ),
             ("max-response-tokens", self.max_response_tokens >= 1, "an integer ≥ 1"),
             ("repetition-penalty", self.repetition_penalty > 0, "> 0"),
-            ("min-distinct-trigram-ratio", 0 <= self.min_distinct_trigram_ratio <= 1, "[0, 1]"),
+            (
+                "min-distinct-trigram-ratio",
+                0 <= self.min_distinct_trigram_ratio <= 1,
+                "[0, 1]",
+            ),
             ("temperature", self.temperature > 0, "> 0"),
         ]
         for key, ok, allowed in checks:
@@ -224,7 +232,10 @@ def _responses(
                 if trimmed:
                     out = Generation(trimmed, finished=True)
             reason = response_reason(
-                out, fmt.kind, settings.min_response_words, settings.min_distinct_trigram_ratio
+                out,
+                fmt.kind,
+                settings.min_response_words,
+                settings.min_distinct_trigram_ratio,
             )
             if reason is None:
                 answers[i] = out.text.strip()
