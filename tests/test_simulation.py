@@ -128,3 +128,19 @@ def test_standalone_baselines_write_the_same_schema(tiny_model_dir, tmp_path, me
         assert (run_dir / "clients" / "1" / "adapters" / "model").exists()
     if method == "local-selfgen":
         assert rows[1]["clients"]["synth-attempts"] == 6
+
+
+def test_fedpit_with_beta_one_gives_the_fedavg_global_adapter(tiny_model_dir, tmp_path):
+    from safetensors.torch import load_file
+
+    data = write_data(tmp_path)
+    runs = {}
+    for method in ("fedpit", "fedavg"):
+        run_dir = tmp_path / f"beta1-{method}"
+        extra = (f"method={method}", "fed.beta=1.0", "lora.dropout=0.05")
+        assert main(tiny_args(tiny_model_dir, data, run_dir, *extra)) == 0
+        runs[method] = load_file(str(run_dir / "global" / "adapter_model.safetensors"))
+    fedpit, fedavg = runs["fedpit"], runs["fedavg"]
+    assert set(fedpit) == set(fedavg)
+    assert all(torch.equal(fedpit[k], fedavg[k]) for k in fedavg)
+    assert any(torch.count_nonzero(v) for k, v in fedavg.items() if "lora_B" in k)
