@@ -51,3 +51,13 @@ def test_help_explains_configuration(capsys):
     with pytest.raises(SystemExit):
         main(["run", "--help"])
     assert "key=value" in capsys.readouterr().out
+
+
+def test_auto_parallel_keeps_cores_busy_within_memory():
+    from fedpit.cli import auto_parallel
+
+    assert auto_parallel(3, 1, cpus=2, memory_gb=24) == 3  # the default: all 3 at once
+    assert auto_parallel(10, 1, cpus=2, memory_gb=24) == 3  # not 10 base models
+    assert auto_parallel(10, 1, cpus=16, memory_gb=24) == 3  # memory-bound
+    assert auto_parallel(2, 1, cpus=8, memory_gb=256) == 2
+    assert auto_parallel(4, 2, cpus=2, memory_gb=64) == 2

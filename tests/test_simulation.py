@@ -66,7 +66,7 @@ def test_fedpit_two_clients_two_rounds_under_flower(tiny_model_dir, tmp_path, ca
     assert rows[1]["clients"]["num-examples"] == 8  # both clients reported n_k = 4
     assert rows[1]["clients"]["synth-attempts"] == 6
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["client_rounds"] == 2
+    assert summary["client_rounds"] == 4  # 2 clients × 2 rounds
     for r in (1, 2):
         assert (run_dir / "rounds" / f"round-{r:03d}" / "adapter_model.safetensors").exists()
     for c in ("0", "1"):

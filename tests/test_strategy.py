@@ -34,6 +34,7 @@ def test_counters_are_summed_and_timings_averaged():
     ]
     out = aggregate_counters(recs, "num-examples")
     assert out["synth-kept"] == 7 and out["num-examples"] == 24 and out["seconds-total"] == 20.0
+    assert out["clients"] == 2
 
 
 def test_strategy_per_method_and_the_round_hook():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -37,6 +38,27 @@ def build_config(config_file: str | None, overrides: Sequence[str]) -> RunConfig
     return from_flat(values)
 
 
+WORKER_MEMORY_GB = 6.0
+"""Peak resident memory of one simulation worker with the default model (measured)."""
+
+
+def auto_parallel(
+    per_round: int, cpus_per_client: int, cpus: int | None = None, memory_gb: float | None = None
+) -> int:
+    """How many simulated clients run at once when ``fed.parallel-clients = 0``.
+
+    One more worker than the cores allow (so a round of 3 clients on 2 cores does not
+    leave a core idle while the third runs alone: measured 236 s vs 422 s per round),
+    never more than the sampled clients, and never more than memory holds.
+    """
+    cpus = cpus or os.cpu_count() or 1
+    if memory_gb is None:
+        memory_gb = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**30
+    by_cpu = cpus // cpus_per_client + 1
+    by_memory = max(1, int(memory_gb * 0.8 // WORKER_MEMORY_GB))
+    return max(1, min(per_round, by_cpu, by_memory))
+
+
 def _simulate(cfg: RunConfig) -> dict[str, object]:
     """Run a federated method under Flower's Simulation Engine."""
     from flwr.simulation import run_simulation
@@ -47,10 +69,9 @@ def _simulate(cfg: RunConfig) -> dict[str, object]:
 
     rd = create_run_dir(cfg)
     print(f"Run directory: {rd.root}", flush=True)
-    # Ray runs as many clients at once as its logical CPUs allow. Running every sampled
-    # client at once (one torch thread each) keeps both cores busy when the number of
-    # clients does not divide the cores; memory grows by one base model per client.
-    parallel = cfg.fed.parallel_clients or (cfg.fed.clients_per_round or cfg.data.num_clients)
+    parallel = cfg.fed.parallel_clients or auto_parallel(
+        cfg.fed.clients_per_round or cfg.data.num_clients, cfg.fed.cpus_per_client
+    )
     backend = {
         "client_resources": {
             "num_cpus": cfg.fed.cpus_per_client,
@@ -116,7 +137,8 @@ def print_summary(summary: dict[str, object]) -> None:
     if isinstance(synth, dict) and synth.get("synth-attempts"):
         print(
             f"synthetic: {synth['synth-kept']:.0f} kept of {synth['synth-attempts']:.0f} attempts, "
-            f"{synth['synth-selected']:.0f} selected for training"
+            f"{synth['synth-selected']:.0f} selected for training "
+            f"({summary.get('selected_per_client_round', 0):.1f} per client and round)"
         )
     print(f"run directory: {summary['run_dir']}")
     print(f"final global adapter: {summary['final_adapter']}")

@@ -114,7 +114,7 @@ def summarize(rd: RunDir, cfg: RunConfig, run_data: RunData, seconds: float) -> 
         k: sum(r["clients"].get(k, 0.0) for r in rounds)
         for k in ("synth-attempts", "synth-kept", "synth-selected")
     }
-    client_rounds = sum(r["clients"].get("num-examples", 0) > 0 for r in rounds)
+    client_rounds = int(sum(r["clients"].get("clients", 0) for r in rounds))
     return {
         "method": cfg.method,
         "beta": cfg.fed.beta,
@@ -125,6 +125,7 @@ def summarize(rd: RunDir, cfg: RunConfig, run_data: RunData, seconds: float) -> 
         "test_loss": {str(r["round"]): r["test_loss"] for r in rows},
         "synthetic": synth,
         "client_rounds": client_rounds,
+        "selected_per_client_round": synth["synth-selected"] / max(1, client_rounds),
         "seconds": seconds,
         "run_dir": str(rd.root),
         "final_adapter": str(rd.final_adapter),

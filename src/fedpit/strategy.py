@@ -16,6 +16,9 @@ from flwr.serverapp.strategy import FedAdam, FedAvg, FedProx
 from fedpit.config import RunConfig
 from fedpit.privacy import NUM_EXAMPLES
 
+CLIENTS = "clients"
+"""Server-side count of the clients whose updates a round aggregated (not uploaded)."""
+
 RoundHook = Callable[[int, ArrayRecord, MetricRecord | None], None]
 
 
@@ -23,7 +26,7 @@ def aggregate_counters(records: list[RecordDict], weight_key: str) -> MetricReco
     """Sum the clients' counters; average the ``seconds-*`` timings.
 
     Counts (synthetic attempts, kept, rejected, bytes, n_k) are totals over the round's
-    clients; timings are the mean per client.
+    clients; timings are the mean per client; ``clients`` is how many replied.
     """
     totals: dict[str, float] = {}
     for record in records:
@@ -32,6 +35,7 @@ def aggregate_counters(records: list[RecordDict], weight_key: str) -> MetricReco
             totals[key] = totals.get(key, 0.0) + float(value)  # type: ignore[arg-type]
     n = max(1, len(records))
     out = {k: (v / n if k.startswith("seconds-") else v) for k, v in totals.items()}
+    out[CLIENTS] = float(len(records))
     del weight_key
     return MetricRecord(out)
 
