@@ -65,6 +65,9 @@ def test_fedpit_two_clients_two_rounds_under_flower(tiny_model_dir, tmp_path, ca
     assert [r["round"] for r in rows] == [0, 1, 2]
     assert rows[1]["clients"]["num-examples"] == 8  # both clients reported n_k = 4
     assert rows[1]["clients"]["synth-attempts"] == 6
+    # Federated evaluation: each client scored the global model on its own held-out set.
+    assert rows[0]["client_eval_loss"] is None
+    assert all(r["client_eval_loss"] > 0 for r in rows[1:])
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["client_rounds"] == 4  # 2 clients × 2 rounds
     for r in (1, 2):

@@ -96,10 +96,10 @@ def _simulate(cfg: RunConfig) -> dict[str, object]:
 def cmd_run(args: argparse.Namespace) -> int:
     """``fedpit run``: prepare data and model, federate, print a summary."""
     from fedpit import model as model_lib
-    from fedpit.run_data import load_run_data
+    from fedpit.run_data import run_data_for
 
     cfg = build_config(args.config, args.overrides)
-    run_data = load_run_data(cfg.data, cfg.seed)
+    run_data = run_data_for(cfg)
     sizes = ", ".join(
         f"{n}: {len(c)}"
         for n, c in zip(run_data.split.client_names, run_data.split.clients, strict=True)

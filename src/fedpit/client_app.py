@@ -12,12 +12,13 @@ from pathlib import Path
 from flwr.app import Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
+from fedpit.adapters import PUBLIC, set_state
 from fedpit.client import RoundInfo, run_client_round
 from fedpit.config import RunConfig
 from fedpit.data.example import Example
 from fedpit.data.load import load_examples
 from fedpit.errors import ConfigError
-from fedpit.privacy import check_counters
+from fedpit.privacy import EVAL_COUNTERS, EVAL_LOSS, NUM_EXAMPLES, check_counters
 from fedpit.records import (
     ARRAYS,
     CFG_PREFIX,
@@ -29,18 +30,22 @@ from fedpit.records import (
     record_to_state,
     state_to_record,
 )
-from fedpit.run_data import client_examples
+from fedpit.run_data import client_examples, client_test_examples
 from fedpit.runtime import get_runtime, set_threads
+from fedpit.scoring import response_nll
 
 app = ClientApp()
 
 
-def node_data(cfg: RunConfig, context: Context, run_dir: str) -> tuple[int, list[Example], Path]:
-    """This node's id, private examples and state directory."""
+def node_data(
+    cfg: RunConfig, context: Context, run_dir: str, held_out: bool = False
+) -> tuple[int, list[Example], Path]:
+    """This node's id, private examples (training, or held-out) and state directory."""
     node = context.node_config
     if "data-path" in node:  # deployment: the node brings its own data
         client_id = int(node.get("client-id", context.node_id))
-        examples = load_examples(str(node["data-path"]))
+        key = "test-path" if held_out else "data-path"
+        examples = load_examples(str(node[key])) if key in node else []
         state_dir = Path(str(node.get("state-dir", Path.home() / ".fedpit" / "node")))
         return client_id, examples, state_dir
     partition_id = int(node["partition-id"])
@@ -49,7 +54,10 @@ def node_data(cfg: RunConfig, context: Context, run_dir: str) -> tuple[int, list
             f"SuperNode partition-id {partition_id} but data.num-clients = "
             f"{cfg.data.num_clients}: run as many SuperNodes as clients"
         )
-    examples = client_examples(cfg.data, cfg.seed, partition_id)
+    if held_out:
+        examples = client_test_examples(cfg, partition_id)
+    else:
+        examples = client_examples(cfg, partition_id)
     return partition_id, examples, Path(run_dir) / "clients" / str(partition_id)
 
 
@@ -70,3 +78,31 @@ def train(msg: Message, context: Context) -> Message:
         {ARRAYS: state_to_record(update.state), METRICS: MetricRecord(update.counters)}
     )
     return Message(reply, reply_to=msg)
+
+
+@app.evaluate()
+def evaluate(msg: Message, context: Context) -> Message:
+    """Federated evaluation: the global model's loss on this node's private held-out set.
+
+    Only the aggregate (mean response NLL and the number of examples) leaves the node.
+    """
+    config = msg.content[CONFIG]
+    cfg = record_to_config(config)
+    _, held_out, _ = node_data(cfg, context, str(config[CFG_PREFIX + RUN_DIR]), held_out=True)
+    set_threads(cfg.train.threads or cfg.fed.cpus_per_client)
+    rt = get_runtime(cfg.model, cfg.lora)
+    set_state(rt.model, PUBLIC, record_to_state(msg.content[ARRAYS]))
+    rt.model.set_adapter(PUBLIC)
+    losses = response_nll(
+        rt.model,
+        rt.tokenizer,
+        [rt.fmt.prompt(e) for e in held_out],
+        [e.output for e in held_out],
+        cfg.model.max_length,
+    )
+    metrics = {
+        NUM_EXAMPLES: float(len(held_out)),
+        EVAL_LOSS: sum(losses) / len(losses) if losses else 0.0,
+    }
+    check_counters(metrics, EVAL_COUNTERS)
+    return Message(RecordDict({METRICS: MetricRecord(metrics)}), reply_to=msg)

@@ -101,6 +101,21 @@ class FedConfig:
 
 
 @dataclass(frozen=True)
+class EvalConfig:
+    """Evaluation during a run."""
+
+    client_test_size: int = 8
+
+
+@dataclass(frozen=True)
+class AttackConfig:
+    """Privacy auditing: canaries planted in one client's private data."""
+
+    canaries: int = 0
+    canary_client: int = 0
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """Everything one run needs, parsed once from the flat keys."""
 
@@ -113,6 +128,8 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     fed: FedConfig = field(default_factory=FedConfig)
     synth: SynthSettings = field(default_factory=SynthSettings)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    attack: AttackConfig = field(default_factory=AttackConfig)
 
     @property
     def uses_synthetic(self) -> bool:
@@ -317,6 +334,19 @@ def validate(cfg: RunConfig) -> None:
         "fed.clients-per-round",
         cfg.fed.clients_per_round,
         f"0 (all) to data.num-clients = {cfg.data.num_clients}",
+    )
+    _check(
+        cfg.eval.client_test_size >= 0,
+        "eval.client-test-size",
+        cfg.eval.client_test_size,
+        "≥ 0 (0 = no federated evaluation)",
+    )
+    _check(cfg.attack.canaries >= 0, "attack.canaries", cfg.attack.canaries, "≥ 0")
+    _check(
+        0 <= cfg.attack.canary_client < cfg.data.num_clients,
+        "attack.canary-client",
+        cfg.attack.canary_client,
+        f"0 to data.num-clients − 1 = {cfg.data.num_clients - 1}",
     )
     _check(cfg.synth.attempts >= 1, "synth.attempts", cfg.synth.attempts, "≥ 1")
     _check(

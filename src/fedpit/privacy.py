@@ -22,6 +22,11 @@ ALLOWED_COUNTERS: frozenset[str] = frozenset(
 )
 
 
+EVAL_LOSS = "eval-loss"
+EVAL_COUNTERS: frozenset[str] = frozenset([NUM_EXAMPLES, EVAL_LOSS])
+"""What a federated-evaluation reply may hold: the aggregate over the node's held-out set."""
+
+
 def upload_metrics(
     *,
     num_examples: int,
@@ -49,9 +54,11 @@ def upload_metrics(
     return out
 
 
-def check_counters(counters: Mapping[str, object]) -> None:
-    """Refuse any counter outside the allowlist, or any non-numeric value."""
-    extra = sorted(set(counters) - ALLOWED_COUNTERS)
+def check_counters(
+    counters: Mapping[str, object], allowed: frozenset[str] = ALLOWED_COUNTERS
+) -> None:
+    """Refuse any counter outside ``allowed``, or any non-numeric value."""
+    extra = sorted(set(counters) - allowed)
     if extra:
         raise ValueError(f"refusing to upload non-allowlisted keys: {extra}")
     for key, value in counters.items():

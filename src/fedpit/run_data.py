@@ -6,10 +6,11 @@ configuration and seed, so a simulated client only ever loads its own partition.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass
 
-from fedpit.config import DataConfig
+from fedpit.config import AttackConfig, DataConfig, RunConfig
 from fedpit.data.example import Example
 from fedpit.data.sources import resolve_data
 from fedpit.data.split import FederatedSplit, make_split
@@ -24,9 +25,18 @@ class RunData:
     source: str
 
 
+NO_ATTACK = AttackConfig()
+
+
 @functools.lru_cache(maxsize=2)
-def load_run_data(data: DataConfig, seed: int) -> RunData:
-    """Resolve and split the configured data (deterministic in ``seed``)."""
+def load_run_data(
+    data: DataConfig, seed: int, client_test_size: int = 0, attack: AttackConfig = NO_ATTACK
+) -> RunData:
+    """Resolve and split the configured data (deterministic in ``seed``).
+
+    With ``attack.canaries > 0``, unique secret records are planted in the private
+    training data of client ``attack.canary-client`` (to audit memorisation).
+    """
     source = resolve_data(data.name)
     embed = None
     if data.partition == "kmeans":
@@ -44,13 +54,32 @@ def load_run_data(data: DataConfig, seed: int) -> RunData:
         alpha=data.dirichlet_alpha,
         num_clusters=data.num_clusters,
         embed=embed,
+        client_test_size=client_test_size,
     )
+    if attack.canaries:
+        from fedpit.data.canary import make_canaries, plant
+
+        clients = list(split.clients)
+        target = attack.canary_client
+        clients[target] = plant(clients[target], make_canaries(attack.canaries, seed))
+        split = dataclasses.replace(split, clients=clients)
     return RunData(split, source.description, source.name)
 
 
-def client_examples(data: DataConfig, seed: int, partition_id: int) -> list[Example]:
-    """The private examples of simulated client ``partition_id``."""
-    return list(load_run_data(data, seed).split.clients[partition_id])
+def run_data_for(cfg: RunConfig) -> RunData:
+    """The data of a run, as its configuration defines it."""
+    return load_run_data(cfg.data, cfg.seed, cfg.eval.client_test_size, cfg.attack)
+
+
+def client_examples(cfg: RunConfig, partition_id: int) -> list[Example]:
+    """The private training examples of simulated client ``partition_id``."""
+    return list(run_data_for(cfg).split.clients[partition_id])
+
+
+def client_test_examples(cfg: RunConfig, partition_id: int) -> list[Example]:
+    """The private held-out examples of simulated client ``partition_id``."""
+    tests = run_data_for(cfg).split.client_tests
+    return list(tests[partition_id]) if tests else []
 
 
 def provenance(run_data: RunData) -> dict[str, object]:

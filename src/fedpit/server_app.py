@@ -11,8 +11,9 @@ from flwr.serverapp import Grid, ServerApp
 from fedpit.adapters import PUBLIC, get_state, initial_state, save_adapter, set_state
 from fedpit.config import RunConfig, from_flat
 from fedpit.errors import ConfigError
+from fedpit.privacy import EVAL_LOSS
 from fedpit.records import config_to_record, record_to_state, state_to_record
-from fedpit.run_data import RunData, load_run_data, provenance
+from fedpit.run_data import RunData, provenance, run_data_for
 from fedpit.rundir import RunDir, append_jsonl, create_run_dir, write_json
 from fedpit.runtime import Runtime, get_runtime, set_threads
 from fedpit.scoring import response_nll
@@ -46,11 +47,16 @@ def run_server(grid: Grid, cfg: RunConfig, rd: RunDir) -> dict[str, object]:
             f"'num-supernodes={cfg.data.num_clients}')"
         )
     set_threads(cfg.train.threads)
-    run_data = load_run_data(cfg.data, cfg.seed)
+    run_data = run_data_for(cfg)
     write_json(rd.data, provenance(run_data))
     rt = get_runtime(cfg.model, cfg.lora)
     initial = initial_state(get_state(rt.model, PUBLIC), cfg.seed)
     round_metrics: dict[int, dict[str, float]] = {}
+    client_eval: dict[int, float] = {}
+
+    def on_evaluate(server_round: int, metrics: MetricRecord | None) -> None:
+        if metrics is not None and EVAL_LOSS in metrics:
+            client_eval[server_round] = float(metrics[EVAL_LOSS])  # type: ignore[arg-type]
 
     def on_round(server_round: int, arrays: ArrayRecord, metrics: MetricRecord | None) -> None:
         save_adapter(
@@ -67,6 +73,7 @@ def run_server(grid: Grid, cfg: RunConfig, rd: RunDir) -> dict[str, object]:
         record = {
             "round": server_round,
             "test_loss": loss,
+            "client_eval_loss": client_eval.get(server_round),
             "elapsed_s": time.perf_counter() - started,
             "clients": round_metrics.get(server_round, {}),
         }
@@ -74,12 +81,13 @@ def run_server(grid: Grid, cfg: RunConfig, rd: RunDir) -> dict[str, object]:
         print(format_round(record, cfg.fed.rounds), flush=True)
         return MetricRecord({"test-loss": loss})
 
-    strategy = build_strategy(cfg, on_round)
+    strategy = build_strategy(cfg, on_round, on_evaluate)
     strategy.start(
         grid=grid,
         initial_arrays=state_to_record(initial),
         num_rounds=cfg.fed.rounds,
         train_config=config_to_record(cfg, str(rd.root)),
+        evaluate_config=config_to_record(cfg, str(rd.root)),
         evaluate_fn=evaluate,
     )
     last = rd.round_adapter(cfg.fed.rounds)
@@ -96,6 +104,8 @@ def format_round(record: dict, num_rounds: int) -> str:
     """One human-readable log line per round."""
     c = record.get("clients", {})
     text = f"round {record['round']}/{num_rounds} | test loss {record['test_loss']:.4f}"
+    if record.get("client_eval_loss") is not None:
+        text += f" | clients' held-out loss {record['client_eval_loss']:.4f}"
     if c.get("synth-attempts"):
         text += (
             f" | synthetic kept {c.get('synth-kept', 0):.0f}/{c['synth-attempts']:.0f}"

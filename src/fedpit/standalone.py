@@ -26,7 +26,7 @@ from fedpit.adapters import (
 )
 from fedpit.client import RoundInfo, run_client_round
 from fedpit.config import RunConfig
-from fedpit.run_data import load_run_data, provenance
+from fedpit.run_data import provenance, run_data_for
 from fedpit.rundir import RunDir, append_jsonl, create_run_dir, write_json
 from fedpit.runtime import get_runtime, set_threads
 from fedpit.server_app import format_round, summarize, test_loss
@@ -42,7 +42,7 @@ def run_standalone(cfg: RunConfig) -> dict[str, object]:
     set_threads(cfg.train.threads)
     rd = create_run_dir(cfg)
     print(f"Run directory: {rd.root}", flush=True)
-    run_data = load_run_data(cfg.data, cfg.seed)
+    run_data = run_data_for(cfg)
     write_json(rd.data, provenance(run_data))
     rt = get_runtime(cfg.model, cfg.lora)
     start = initial_state(get_state(rt.model, PUBLIC), cfg.seed)

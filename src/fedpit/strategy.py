@@ -20,6 +20,7 @@ CLIENTS = "clients"
 """Server-side count of the clients whose updates a round aggregated (not uploaded)."""
 
 RoundHook = Callable[[int, ArrayRecord, MetricRecord | None], None]
+EvalHook = Callable[[int, MetricRecord | None], None]
 
 
 def aggregate_counters(records: list[RecordDict], weight_key: str) -> MetricRecord:
@@ -44,9 +45,12 @@ def _recording(base: type[FedAvg]) -> type[FedAvg]:
     class Recording(base):  # type: ignore[misc, valid-type]
         """``base`` with a hook after every aggregation."""
 
-        def __init__(self, *, on_round: RoundHook, **kwargs: Any) -> None:
+        def __init__(
+            self, *, on_round: RoundHook, on_evaluate: EvalHook | None = None, **kwargs: Any
+        ) -> None:
             super().__init__(**kwargs)
             self.on_round = on_round
+            self.on_evaluate = on_evaluate
 
         def aggregate_train(
             self, server_round: int, replies: Iterable[Message]
@@ -56,21 +60,39 @@ def _recording(base: type[FedAvg]) -> type[FedAvg]:
                 self.on_round(server_round, arrays, metrics)
             return arrays, metrics
 
+        def aggregate_evaluate(
+            self, server_round: int, replies: Iterable[Message]
+        ) -> MetricRecord | None:
+            metrics = super().aggregate_evaluate(server_round, replies)
+            if self.on_evaluate is not None:
+                self.on_evaluate(server_round, metrics)
+            return metrics
+
     Recording.__name__ = Recording.__qualname__ = base.__name__
     return Recording
 
 
-def build_strategy(cfg: RunConfig, on_round: RoundHook) -> FedAvg:
-    """The Flower strategy for ``cfg.method`` (all sample the same clients per round)."""
+def build_strategy(
+    cfg: RunConfig, on_round: RoundHook, on_evaluate: EvalHook | None = None
+) -> FedAvg:
+    """The Flower strategy for ``cfg.method`` (all sample the same clients per round).
+
+    Federated evaluation (each sampled client scores the new global model on its private
+    held-out examples) runs when ``eval.client-test-size > 0``.
+    """
     per_round = cfg.fed.clients_per_round or cfg.data.num_clients
+    fraction = per_round / cfg.data.num_clients
+    evaluate = cfg.eval.client_test_size > 0
     common: dict[str, Any] = {
-        "fraction_train": per_round / cfg.data.num_clients,
+        "fraction_train": fraction,
         "min_train_nodes": per_round,
         "min_available_nodes": cfg.data.num_clients,
-        "fraction_evaluate": 0.0,
+        "fraction_evaluate": fraction if evaluate else 0.0,
+        "min_evaluate_nodes": per_round if evaluate else 0,
         "weighted_by_key": NUM_EXAMPLES,
         "train_metrics_aggr_fn": aggregate_counters,
         "on_round": on_round,
+        "on_evaluate": on_evaluate,
     }
     if cfg.method == "fedprox":
         return _recording(FedProx)(proximal_mu=cfg.fed.proximal_mu, **common)

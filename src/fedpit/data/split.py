@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -29,12 +29,15 @@ class FederatedSplit:
         client_names: A name per client: its natural group (e.g. ``"GHR"``) or
             ``"client-<i>"``.
         test: Held-out examples; none asks a question any client trains on.
+        client_tests: Each client's private held-out examples for federated evaluation:
+            drawn from the rest of its own partition, never a question it trains on.
 
     """
 
     clients: list[list[Example]]
     client_names: list[str]
     test: list[Example]
+    client_tests: list[list[Example]] = field(default_factory=list)
 
 
 def normalize_question(text: str) -> str:
@@ -58,6 +61,7 @@ def make_split(
     alpha: float = 1.0,
     num_clusters: int = 100,
     embed: Embed | None = None,
+    client_test_size: int = 0,
 ) -> FederatedSplit:
     """Draw a test set, drop training questions it asks, partition, then subsample.
 
@@ -72,6 +76,7 @@ def make_split(
         alpha: Dirichlet concentration.
         num_clusters: k-means clusters for ``"kmeans"``.
         embed: Text embedder for ``"kmeans"``.
+        client_test_size: Private held-out examples per client (federated evaluation).
 
     Returns:
         The split.
@@ -111,7 +116,7 @@ def make_split(
         part[0].meta[column] if method == "natural" else f"client-{i}"
         for i, part in enumerate(parts)
     ]
-    clients = []
+    clients, rests = [], []
     for name, part in zip(names, parts, strict=True):
         if not part:
             raise DataError(
@@ -120,4 +125,14 @@ def make_split(
             )
         keep = rng.choice(len(part), size=min(examples_per_client, len(part)), replace=False)
         clients.append([part[i] for i in sorted(keep.tolist())])
-    return FederatedSplit(clients=clients, client_names=names, test=test)
+        rests.append([part[i] for i in range(len(part)) if i not in set(keep.tolist())])
+    # A separate stream, so asking for client test sets never changes the training split.
+    eval_rng = np.random.default_rng([seed, 1])
+    client_tests = []
+    for train, rest in zip(clients, rests, strict=True):
+        trained = {normalize_question(e.instruction) for e in train}
+        candidates = [e for e in rest if normalize_question(e.instruction) not in trained]
+        size = min(client_test_size, len(candidates))
+        pick = eval_rng.choice(len(candidates), size=size, replace=False) if size else []
+        client_tests.append([candidates[i] for i in sorted(int(i) for i in pick)])
+    return FederatedSplit(clients=clients, client_names=names, test=test, client_tests=client_tests)

@@ -1,0 +1,1 @@
+"""Evaluation: utility metrics, judges, privacy attacks, on models of a run."""
