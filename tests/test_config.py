@@ -60,5 +60,10 @@ def test_toml_files_nested_or_flat_and_overrides(tmp_path):
 
 
 def test_shipped_presets_parse():
+    from fedpit.sweep import load_sweep, plan
+
     for path in sorted((ROOT / "configs").glob("*.toml")):
-        from_flat(load_toml(path))
+        if "[sweep]" in path.read_text():
+            assert plan(load_sweep(path))  # validates every cell's configuration
+        else:
+            from_flat(load_toml(path))

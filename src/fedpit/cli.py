@@ -170,6 +170,14 @@ def make_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
     keys = sub.add_parser("keys", help="list configuration keys and defaults")
     keys.set_defaults(func=cmd_keys)
+    # Evaluation, attacks, sweeps and reports live with their components.
+    from fedpit.eval.commands_attack import add_commands as add_attack_commands
+    from fedpit.eval.commands_utility import add_commands as add_utility_commands
+    from fedpit.report.commands import add_commands as add_report_commands
+
+    add_utility_commands(sub)
+    add_attack_commands(sub)
+    add_report_commands(sub)
     return parser
 
 

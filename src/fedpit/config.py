@@ -45,6 +45,7 @@ class DataConfig:
     """Which data, and how it is split into clients and a held-out test set."""
 
     name: str = "auto"
+    seed: int = 0
     partition: str = "natural"
     partition_column: str = ""
     num_clients: int = 3

@@ -30,9 +30,12 @@ NO_ATTACK = AttackConfig()
 
 @functools.lru_cache(maxsize=2)
 def load_run_data(
-    data: DataConfig, seed: int, client_test_size: int = 0, attack: AttackConfig = NO_ATTACK
+    data: DataConfig, client_test_size: int = 0, attack: AttackConfig = NO_ATTACK
 ) -> RunData:
-    """Resolve and split the configured data (deterministic in ``seed``).
+    """Resolve and split the configured data (deterministic in ``data.seed``).
+
+    The split has its own seed so that a sweep over run seeds (initialisation,
+    demonstrations, shuffling) keeps one data split.
 
     With ``attack.canaries > 0``, unique secret records are planted in the private
     training data of client ``attack.canary-client`` (to audit memorisation).
@@ -49,7 +52,7 @@ def load_run_data(
         num_clients=data.num_clients,
         examples_per_client=data.examples_per_client,
         test_size=data.test_size,
-        seed=seed,
+        seed=data.seed,
         column=data.partition_column or source.partition_column,
         alpha=data.dirichlet_alpha,
         num_clusters=data.num_clusters,
@@ -61,14 +64,14 @@ def load_run_data(
 
         clients = list(split.clients)
         target = attack.canary_client
-        clients[target] = plant(clients[target], make_canaries(attack.canaries, seed))
+        clients[target] = plant(clients[target], make_canaries(attack.canaries, data.seed))
         split = dataclasses.replace(split, clients=clients)
     return RunData(split, source.description, source.name)
 
 
 def run_data_for(cfg: RunConfig) -> RunData:
     """The data of a run, as its configuration defines it."""
-    return load_run_data(cfg.data, cfg.seed, cfg.eval.client_test_size, cfg.attack)
+    return load_run_data(cfg.data, cfg.eval.client_test_size, cfg.attack)
 
 
 def client_examples(cfg: RunConfig, partition_id: int) -> list[Example]:

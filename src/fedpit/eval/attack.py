@@ -1,0 +1,334 @@
+"""Privacy attacks on a model of a run: extraction, membership inference, canaries.
+
+- Discoverable-memorisation extraction (the paper's metric): prompt the target with a
+  member's true prompt, decode greedily, compare with the true response (ROUGE-L, exact
+  match, longest common token span). Non-members give the same scores for what the
+  model can answer without having seen the example.
+- Loss-based membership inference: AUC of ``-loss`` over members vs non-members, raw and
+  calibrated by the base model's loss on the same example (FACTS.md: at this scale
+  leakage shows in losses, not in greedy extraction).
+- Canaries (when the run planted any): emitted under greedy decoding, log-probability,
+  and exposure against random secrets of the same format.
+- Synthetic-vs-private overlap of each client's self-generated data.
+
+Results go to ``RUN_DIR/attack/<target>.json`` (the contract's schema) with per-example
+rows in ``RUN_DIR/attack/<target>.jsonl``.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import statistics
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from fedpit.batching import encode_pair
+from fedpit.data.canary import CANARY_KEY, SEED_KEY, canary_format, is_canary
+from fedpit.data.example import Example
+from fedpit.eval import mia
+from fedpit.eval.metrics import exact_match, longest_common_substring_tokens
+from fedpit.eval.targets import BASE, GLOBAL, activate, load_runtime, resolve_target
+from fedpit.generation import GenerateFn, GenerationSpec
+from fedpit.rundir import RunDir, read_jsonl, write_atomic, write_json
+from fedpit.runtime import Runtime
+from fedpit.scoring import response_nll
+from fedpit.synth.rouge import rouge_l
+
+MAX_NEW_TOKENS = 64
+REFERENCE_SECRETS = 200
+ATTACK_DIR = "attack"
+
+Tokenize = Callable[[str], Sequence[int]]
+
+
+# --- pure scoring -------------------------------------------------------------------
+
+
+def longest_shared_span(tokens: Sequence[int], references: Sequence[Sequence[int]]) -> int:
+    """Length of the longest run of ``tokens`` found verbatim in any one reference.
+
+    The same number as the maximum of :func:`longest_common_substring_tokens` over the
+    references, fast enough for every synthetic text against all of a client's data.
+    Binary search on the length; each probe is a C-speed substring search, with token
+    ids mapped to characters and the references joined by a separator no token maps to.
+    """
+    text = "".join(chr(t + 1) for t in tokens)
+    hay = "\x00".join("".join(chr(t + 1) for t in ref) for ref in references)
+
+    def shared(k: int) -> bool:
+        return any(text[i : i + k] in hay for i in range(len(text) - k + 1))
+
+    lo, hi = 0, len(text)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if shared(mid):
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def extraction_rows(
+    generations: Sequence[str], references: Sequence[str], tokenize: Tokenize
+) -> list[dict[str, Any]]:
+    """Per-example extraction scores of each generation against its true response."""
+    return [
+        {
+            "rouge_l": rouge_l(gen, ref),
+            "exact_match": exact_match(gen, ref),
+            "lcs_tokens": longest_common_substring_tokens(tokenize(gen), tokenize(ref)),
+        }
+        for gen, ref in zip(generations, references, strict=True)
+    ]
+
+
+def summarise_extraction(rows: Sequence[dict[str, Any]]) -> dict[str, float] | None:
+    """Mean ROUGE-L, exact-match rate, mean and max longest common token span."""
+    if not rows:
+        return None
+    return {
+        "rouge_l": statistics.fmean(r["rouge_l"] for r in rows),
+        "exact_match": statistics.fmean(float(r["exact_match"]) for r in rows),
+        "lcs_tokens": statistics.fmean(r["lcs_tokens"] for r in rows),
+        "lcs_tokens_max": max(r["lcs_tokens"] for r in rows),
+    }
+
+
+def synthetic_overlap(
+    synthetic: dict[str, Sequence[str]], private: dict[str, Sequence[str]], tokenize: Tokenize
+) -> dict[str, float] | None:
+    """How close each client's synthetic texts come to that client's private texts.
+
+    For every synthetic text: ROUGE-L against its closest private text, and the longest
+    token span it copies verbatim from any one of them. ``None`` when there is none.
+    """
+    scores: list[float] = []
+    span = 0
+    for client, texts in synthetic.items():
+        refs = private.get(client, [])
+        ref_tokens = [tokenize(r) for r in refs]
+        for text in texts:
+            scores.append(max((rouge_l(text, r) for r in refs), default=0.0))
+            span = max(span, longest_shared_span(tokenize(text), ref_tokens))
+    if not scores:
+        return None
+    return {
+        "n": len(scores),
+        "rouge_l_mean": statistics.fmean(scores),
+        "rouge_l_max": max(scores),
+        "longest_span_tokens": span,
+    }
+
+
+def canary_summary(
+    emitted: Sequence[bool],
+    logprobs: Sequence[float],
+    reference_logprobs: Sequence[Sequence[float]],
+) -> dict[str, float] | None:
+    """Count emitted canaries; mean log-probability (nats) and exposure (bits)."""
+    if not logprobs:
+        return None
+    return {
+        "n": len(logprobs),
+        "emitted": sum(emitted),
+        "mean_logprob": statistics.fmean(logprobs),
+        "mean_exposure": statistics.fmean(
+            mia.exposure(lp, refs) for lp, refs in zip(logprobs, reference_logprobs, strict=True)
+        ),
+    }
+
+
+# --- the model side -----------------------------------------------------------------
+
+
+def text_of(example: Example) -> str:
+    """An example as one text (for overlap with synthetic data)."""
+    parts = [example.instruction, example.input, example.output]
+    return "\n".join(p for p in parts if p)
+
+
+def sequence_logprobs(
+    rt: Runtime, prompts: Sequence[str], responses: Sequence[str], max_length: int
+) -> list[float]:
+    """Total log-probability (nats) of each response given its prompt, active adapter."""
+    nll = response_nll(rt.model, rt.tokenizer, prompts, responses, max_length)
+    counts = [
+        encode_pair(rt.tokenizer, p, r, max_length).num_target_tokens
+        for p, r in zip(prompts, responses, strict=True)
+    ]
+    return [-n * c for n, c in zip(nll, counts, strict=True)]
+
+
+def _losses(rt: Runtime, examples: Sequence[Example], max_length: int) -> list[float]:
+    if not examples:
+        return []
+    prompts = [rt.fmt.prompt(e) for e in examples]
+    return response_nll(rt.model, rt.tokenizer, prompts, [e.output for e in examples], max_length)
+
+
+def _canary_logprobs(
+    rt: Runtime, canaries: Sequence[Example], n_refs: int, seed: int, max_length: int
+) -> tuple[list[float], list[list[float]]]:
+    """Each canary's log-probability and those of ``n_refs`` same-format references."""
+    canary_lp: list[float] = []
+    reference_lp: list[list[float]] = []
+    for c in canaries:
+        draw = canary_format(int(c.meta[SEED_KEY]))
+        rng = random.Random(f"{seed}/{c.id}")
+        refs = [draw(rng) for _ in range(n_refs)]
+        prompt = rt.fmt.prompt(c)
+        lps = sequence_logprobs(rt, [prompt] * (n_refs + 1), [c.output, *refs], max_length)
+        canary_lp.append(lps[0])
+        reference_lp.append(lps[1:])
+    return canary_lp, reference_lp
+
+
+def _sample(examples: Sequence[Example], limit: int, rng: random.Random) -> list[Example]:
+    if limit <= 0 or len(examples) <= limit:
+        return list(examples)
+    keep = set(rng.sample(range(len(examples)), limit))
+    return [e for i, e in enumerate(examples) if i in keep]
+
+
+def _read_synthetic(rd: RunDir, clients: Sequence[str]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for client in clients:
+        for path in sorted((rd.client_dir(client) / "synthetic").glob("*.jsonl")):
+            rows = read_jsonl(path)
+            out.setdefault(client, []).extend(
+                "\n".join(p for p in (r.get("instruction", ""), r.get("output", "")) if p)
+                for r in rows
+            )
+    return out
+
+
+def _round_of(target: str, rounds: int | None) -> int | None:
+    if target.startswith("round:"):
+        return int(target.split(":", 1)[1])
+    return rounds if target == GLOBAL else None
+
+
+def result_path(run_dir: Path, target: str) -> Path:
+    """Where the attack result of ``target`` is written."""
+    return Path(run_dir) / ATTACK_DIR / f"{target.replace(':', '-')}.json"
+
+
+def run_attack(
+    run_dir: Path,
+    target_name: str,
+    limit: int = 0,
+    seed: int = 0,
+    generate: GenerateFn | None = None,
+    max_new_tokens: int = MAX_NEW_TOKENS,
+    reference_secrets: int = REFERENCE_SECRETS,
+) -> dict[str, Any]:
+    """Attack one model of a run, write ``RUN_DIR/attack/<target>.json`` and return it.
+
+    Args:
+        run_dir: The run directory.
+        target_name: ``base``, ``global``, ``round:N`` or ``client:ID``.
+        limit: At most this many members and this many non-members (seeded sample);
+            0 for all. Canaries are always all attacked.
+        seed: Seed of the subsample and of the reference secrets.
+        generate: The generation function (default: greedy on the run's model).
+        max_new_tokens: Greedy decoding budget per prompt.
+        reference_secrets: Random same-format secrets per canary for its exposure.
+    """
+    from fedpit.generator import make_generate_fn
+    from fedpit.run_data import run_data_for
+
+    rd = RunDir(Path(run_dir))
+    target = resolve_target(rd.root, target_name)
+    cfg, rt = load_runtime(rd.root)
+    split = run_data_for(cfg).split
+    client_ids = [str(i) for i in range(len(split.clients))]
+    if target_name.startswith("client:"):
+        client_ids = [target_name.split(":", 1)[1]]
+    private = [e for c in client_ids for e in split.clients[int(c)]]
+    rng = random.Random(seed)
+    members = _sample([e for e in private if not is_canary(e)], limit, rng)
+    non_members = _sample(split.test, limit, rng)
+    canaries = [e for e in private if is_canary(e)]
+    max_length = cfg.model.max_length
+    generate = generate or make_generate_fn(rt.model, rt.tokenizer)
+
+    def tokenize(text: str) -> list[int]:
+        return rt.tokenizer(text, add_special_tokens=False)["input_ids"]  # type: ignore[operator]
+
+    activate(rt, resolve_target(rd.root, BASE))
+    base_losses = _losses(rt, [*members, *non_members], max_length)
+    activate(rt, target)
+    losses = _losses(rt, [*members, *non_members], max_length)
+    attacked = [*members, *non_members, *canaries]
+    spec = GenerationSpec(max_new_tokens=max_new_tokens)
+    texts = [g.text for g in generate([rt.fmt.prompt(e) for e in attacked], spec)]
+    rows = extraction_rows(texts, [e.output for e in attacked], tokenize)
+
+    canary_lp, reference_lp = _canary_logprobs(rt, canaries, reference_secrets, seed, max_length)
+
+    n_m, n_n = len(members), len(non_members)
+    kinds = ["member"] * n_m + ["non_member"] * n_n + ["canary"] * len(canaries)
+    per_example = []
+    for i, (ex, kind, text, row) in enumerate(zip(attacked, kinds, texts, rows, strict=True)):
+        record = {"kind": kind, "id": ex.id, **row, "generation": text}
+        if kind != "canary":
+            record.update(loss=losses[i], base_loss=base_losses[i])
+        else:
+            j = i - n_m - n_n
+            record.update(
+                emitted=ex.meta[CANARY_KEY] in text,
+                logprob=canary_lp[j],
+                exposure=mia.exposure(canary_lp[j], reference_lp[j]),
+            )
+        per_example.append(record)
+
+    mia_result: dict[str, Any] = {
+        "auc": None,
+        "auc_calibrated": None,
+        "loss_members": statistics.fmean(losses[:n_m]) if n_m else None,
+        "loss_non_members": statistics.fmean(losses[n_m:]) if n_n else None,
+    }
+    if n_m and n_n:
+        mia_result["auc"] = mia.auc(mia.loss_scores(losses[:n_m]), mia.loss_scores(losses[n_m:]))
+        if target.adapter_dir is not None:
+            cal = mia.calibrated_scores(losses, base_losses)
+            mia_result["auc_calibrated"] = mia.auc(cal[:n_m], cal[n_m:])
+
+    rounds = cfg.fed.rounds if cfg.is_federated else None
+    synthetic = _read_synthetic(rd, client_ids)
+    result = {
+        "target": target_name,
+        "round": _round_of(target_name, rounds),
+        "n_members": n_m,
+        "n_non_members": n_n,
+        "extraction": {
+            "members": summarise_extraction(rows[:n_m]),
+            "non_members": summarise_extraction(rows[n_m : n_m + n_n]),
+        },
+        "mia": mia_result,
+        "canaries": canary_summary(
+            [r["emitted"] for r in per_example if r["kind"] == "canary"], canary_lp, reference_lp
+        ),
+        "synthetic_overlap": synthetic_overlap(
+            synthetic,
+            {c: [text_of(e) for e in split.clients[int(c)]] for c in client_ids},
+            tokenize,
+        ),
+    }
+    path = result_path(rd.root, target_name)
+    write_atomic(path.with_suffix(".jsonl"), "".join(json.dumps(r) + "\n" for r in per_example))
+    write_json(path, result)
+    return result
+
+
+def default_targets(run_dir: Path, all_rounds: bool) -> list[str]:
+    """``base`` and ``global``, plus ``round:N`` for every saved round if asked."""
+    targets = [BASE, GLOBAL]
+    if all_rounds:
+        rounds = sorted(
+            int(p.name.split("-", 1)[1]) for p in (Path(run_dir) / "rounds").glob("round-*")
+        )
+        targets[1:1] = [f"round:{r}" for r in rounds]
+    return targets

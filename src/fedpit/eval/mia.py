@@ -1,0 +1,65 @@
+"""Membership-inference scoring and canary exposure: pure functions on numbers.
+
+Convention: a higher score means "more likely a member". Attack scores are turned into
+one number, the ROC AUC over members vs non-members (0.5: no better than chance).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from sklearn.metrics import roc_auc_score
+
+
+def auc(member_scores: Sequence[float], non_member_scores: Sequence[float]) -> float:
+    """ROC AUC of separating members from non-members by score (ties count one half).
+
+    Equals the Mann–Whitney probability that a random member outscores a random
+    non-member. Raises ``ValueError`` when either group is empty.
+    """
+    if not member_scores or not non_member_scores:
+        raise ValueError("AUC needs at least one member and one non-member score")
+    labels = [1] * len(member_scores) + [0] * len(non_member_scores)
+    return float(roc_auc_score(labels, [*member_scores, *non_member_scores]))
+
+
+def loss_scores(losses: Sequence[float]) -> list[float]:
+    """Loss-based attack (Yeom et al.): a lower loss under the target means member."""
+    return [-loss for loss in losses]
+
+
+def calibrated_scores(
+    target_losses: Sequence[float], reference_losses: Sequence[float]
+) -> list[float]:
+    """Reference-calibrated attack: ``-(loss_target - loss_reference)`` per example.
+
+    Subtracting the base model's loss removes how easy an example is in itself, so
+    only what training on it changed is left (Carlini et al., "Membership Inference
+    Attacks From First Principles", the offline reference-model baseline).
+    """
+    if len(target_losses) != len(reference_losses):
+        raise ValueError("target and reference losses differ in length")
+    return [-(t - r) for t, r in zip(target_losses, reference_losses, strict=True)]
+
+
+def canary_rank(canary_logprob: float, reference_logprobs: Sequence[float]) -> int:
+    """1-based rank of the canary among itself and the references, most likely first.
+
+    References as likely as the canary rank behind it (the attacker's best case,
+    as in the paper's sort of the candidate space).
+    """
+    return 1 + sum(1 for lp in reference_logprobs if lp > canary_logprob)
+
+
+def exposure(canary_logprob: float, reference_logprobs: Sequence[float]) -> float:
+    """Exposure of a canary (Carlini et al., "The Secret Sharer"), in bits.
+
+    ``log2(N + 1) - log2(rank)``, where ``rank`` is the canary's 1-based rank among
+    itself and ``N`` random sequences of the same format, by log-probability under the
+    model. 0 when the canary is the least likely; ``log2(N + 1)`` when it is the most.
+    """
+    if not reference_logprobs:
+        raise ValueError("exposure needs at least one reference sequence")
+    rank = canary_rank(canary_logprob, reference_logprobs)
+    return math.log2(len(reference_logprobs) + 1) - math.log2(rank)

@@ -1,0 +1,73 @@
+"""``fedpit sweep`` and ``fedpit report``: the command-line entry points of this package."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+SWEEP_HELP = """\
+Run a grid of `fedpit run` jobs (methods × β × seeds), each in its own subprocess.
+
+CONFIG.toml holds a [sweep] table (methods = [...], betas = [...], seeds = [...],
+optional dir = "runs/sweep-NAME") and any fixed configuration keys. β only varies for
+fedpit and fedpit-v1. Rerunning the command resumes: finished cells are skipped, an
+interrupted cell is removed and rerun. Status: <dir>/sweep.json; logs: <dir>/logs/.
+"""
+
+REPORT_HELP = """\
+Write report.html, report.md and PNG plots from run directories (or sweep directories,
+whose run directories are read). Only the run directories' result files are read.
+"""
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """``fedpit sweep CONFIG.toml [key=value ...] [--dry-run]``."""
+    from fedpit.config import parse_overrides
+    from fedpit.sweep import FAILED, load_sweep, print_plan, run_sweep
+
+    spec = load_sweep(args.config, parse_overrides(args.overrides))
+    print_plan(spec)
+    if args.dry_run:
+        return 0
+    cells = run_sweep(spec)
+    failed = [c["name"] for c in cells if c["status"] == FAILED]
+    done = len(cells) - len(failed)
+    print(f"[sweep] {done}/{len(cells)} cells done; status in {spec.root / 'sweep.json'}")
+    if failed:
+        print(f"[sweep] failed: {', '.join(failed)} (logs in {spec.root / 'logs'})")
+        return 1
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """``fedpit report RUN_DIR_OR_SWEEP_DIR ... --out DIR``."""
+    from fedpit.report.collect import collect_runs
+    from fedpit.report.render import render
+
+    runs = collect_runs([Path(p) for p in args.paths])
+    html_path, md_path = render(runs, Path(args.out))
+    print(f"report of {len(runs)} runs: {html_path} and {md_path}")
+    return 0
+
+
+def add_commands(subparsers: Any) -> None:
+    """Add ``sweep`` and ``report`` to the ``fedpit`` command's subparsers."""
+    sweep = subparsers.add_parser(
+        "sweep",
+        help="run a grid of jobs (methods × β × seeds), resumable",
+        description=SWEEP_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sweep.add_argument("config", metavar="CONFIG.toml", help="sweep file with a [sweep] table")
+    sweep.add_argument("overrides", nargs="*", metavar="key=value", help="fixed configuration keys")
+    sweep.add_argument("--dry-run", action="store_true", help="print the plan and exit")
+    sweep.set_defaults(func=cmd_sweep)
+    report = subparsers.add_parser(
+        "report",
+        help="HTML + Markdown report with plots from run directories",
+        description=REPORT_HELP,
+    )
+    report.add_argument("paths", nargs="+", metavar="RUN_DIR_OR_SWEEP_DIR")
+    report.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    report.set_defaults(func=cmd_report)

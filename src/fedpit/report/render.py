@@ -1,0 +1,299 @@
+"""The report: plots, a table in the layout of the paper's Table 2, and provenance.
+
+One content model is rendered twice: ``report.html`` (self-contained apart from the PNGs
+it references relatively, with a small inline stylesheet) and ``report.md``.
+Table cells are mean ± sample standard deviation over seeds; ``—`` means not measured;
+``(k/n)`` means only k of the row's n runs had the number.
+"""
+
+from __future__ import annotations
+
+import html
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from fedpit.config import to_flat
+from fedpit.report import plots
+from fedpit.report.collect import RunRecord, by_group, mean_std
+
+PREFERRED_TEST_SETS = ("heldout", "medinstruct")
+MISSING = "—"
+
+CSS = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }
+h1, h2 { font-weight: 600; } figure { margin: 1em 0; } img { max-width: 100%; }
+figcaption { color: #555; font-size: 0.9em; }
+table { border-collapse: collapse; font-size: 0.85em; }
+th, td { border: 1px solid #ccc; padding: 4px 8px; text-align: right; white-space: nowrap; }
+th { background: #f3f3f3; text-align: center; } td:first-child { text-align: left; }
+.prov { font-family: monospace; font-size: 0.8em; color: #444; }
+"""
+
+
+@dataclass(frozen=True)
+class Column:
+    """One table column: its section (spanning header), label and cell formatter."""
+
+    section: str
+    label: str
+    cell: Callable[[list[RunRecord]], str]
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One plot of the report, or the reason it is missing."""
+
+    title: str
+    caption: str
+    file: str | None  # relative to the report directory
+
+
+def test_sets(runs: list[RunRecord]) -> list[str]:
+    """Test sets with results: held-out first, then MedInstruct, then any other by name."""
+    found = {e.test_set for r in runs for e in r.evals}
+    preferred = [t for t in PREFERRED_TEST_SETS if t in found]
+    return preferred + sorted(found - set(preferred))
+
+
+def fmt(values: list[float | None], total: int) -> str:
+    """``mean ± std`` over the values present, with ``(k/n)`` when some runs lack it."""
+    present = [v for v in values if v is not None]
+    if not present:
+        return MISSING
+    mean, std = mean_std(present)
+    text = f"{mean:.3f}" if len(present) == 1 else f"{mean:.3f} ± {std:.3f}"
+    return text if len(present) == total else f"{text} ({len(present)}/{total})"
+
+
+def _numeric(get: Callable[[RunRecord], float | None]) -> Callable[[list[RunRecord]], str]:
+    return lambda members: fmt([get(r) for r in members], len(members))
+
+
+def _judge(test_set: str) -> Callable[[list[RunRecord]], str]:
+    def cell(members: list[RunRecord]) -> str:
+        judged = [e.judge for r in members if (e := r.final_eval(test_set)) and e.judge]
+        if not judged:
+            return MISSING
+        if not all(j.ok for j in judged):
+            return "unavailable"
+        return fmt([j.wt for j in judged], len(members))
+
+    return cell
+
+
+def _metric(test_set: str, name: str) -> Callable[[RunRecord], float | None]:
+    def get(run: RunRecord) -> float | None:
+        e = run.final_eval(test_set)
+        return getattr(e, name) if e else None
+
+    return get
+
+
+def _attack(name: str, base: bool = False) -> Callable[[RunRecord], float | None]:
+    def get(run: RunRecord) -> float | None:
+        a = run.base_attack() if base else run.final_attack()
+        return getattr(a, name) if a else None
+
+    return get
+
+
+def table_columns(runs: list[RunRecord]) -> list[Column]:
+    """Utility on each test set, the held-out test loss, then leakage (Table 2 layout)."""
+    cols = []
+    for ts in test_sets(runs):
+        cols += [
+            Column(ts, "ROUGE-L", _numeric(_metric(ts, "rouge_l"))),
+            Column(ts, "token F1", _numeric(_metric(ts, "token_f1"))),
+            Column(ts, "semantic", _numeric(_metric(ts, "semantic"))),
+            Column(ts, "judge WT", _judge(ts)),
+        ]
+    leak = "leakage"
+    cols += [
+        Column("utility", "test loss", _numeric(lambda r: r.final_test_loss)),
+        Column(leak, "MIA AUC", _numeric(_attack("mia_auc"))),
+        Column(leak, "MIA AUC calibrated", _numeric(_attack("mia_auc_calibrated"))),
+        Column(leak, "extraction ROUGE-L members", _numeric(_attack("extraction_members"))),
+        Column(leak, "base floor", _numeric(_attack("extraction_members", base=True))),
+    ]
+    return cols
+
+
+def table_rows(runs: list[RunRecord], cols: list[Column]) -> list[list[str]]:
+    """One row per method (per β for FedPIT): name, runs, then one cell per column."""
+    return [
+        [group, str(len(members)), *(c.cell(members) for c in cols)]
+        for group, members in by_group(runs).items()
+    ]
+
+
+GRID_KEYS = ("run-dir", "seed", "method", "fed.beta")
+
+
+def mixed_rows(runs: list[RunRecord]) -> list[str]:
+    """Warnings for rows whose runs differ in more than the seed, or repeat a seed."""
+    notes = []
+    for group, members in by_group(runs).items():
+        flats = [to_flat(r.config) for r in members]
+        differ = sorted(
+            k for k in flats[0] if k not in GRID_KEYS and len({str(f[k]) for f in flats}) > 1
+        )
+        if differ:
+            notes.append(f"{group}: runs differ in {', '.join(differ)}")
+        seeds = [r.seed for r in members]
+        if len(set(seeds)) < len(seeds):
+            notes.append(f"{group}: repeated seeds {sorted(seeds)}")
+    return notes
+
+
+def provenance(run: RunRecord) -> str:
+    """One line saying where a run's numbers come from."""
+    cfg, s = run.config, run.summary or {}
+    state = f"{s['seconds']:.0f} s" if "seconds" in s else "UNFINISHED (no summary.json)"
+    data = s.get("data") or cfg.data.name
+    return (
+        f"{run.name}: {run.group}, seed {run.seed}, {run.final_round} rounds, model "
+        f"{cfg.model.name}, data {data} ({cfg.data.partition}, {cfg.data.num_clients} clients × "
+        f"{cfg.data.examples_per_client}), {state}, {len(run.evals)} eval / "
+        f"{len(run.attacks)} attack files — {run.path}"
+    )
+
+
+def make_figures(runs: list[RunRecord], out: Path) -> list[Figure]:
+    """Draw every plot into ``out``."""
+    label, _ = plots.utility_metric(runs, test_sets(runs))
+    specs = [
+        (
+            "Utility per round",
+            "Held-out test loss of the global model per round; mean ± std over seeds.",
+            lambda p: plots.plot_test_loss(runs, p),
+            "test_loss.png",
+        ),
+        (
+            "Leakage per round",
+            "Loss-based MIA AUC of the global model per round (round 0: the base model); "
+            "canary log-probability where canaries were planted. Mean ± std over seeds.",
+            lambda p: plots.plot_leakage(runs, p),
+            "leakage.png",
+        ),
+        (
+            "Privacy–utility frontier over β",
+            f"x: MIA AUC of the final global model; y: {label}. FedPIT points per β, "
+            "other methods as reference markers (the paper's Fig. 4b). Error bars: ± std.",
+            lambda p: plots.plot_frontier(runs, test_sets(runs), p),
+            "frontier.png",
+        ),
+        (
+            "Synthetic data",
+            "SynGen attempts, candidates kept after the filters and selected by IFS, and "
+            "rejections by reason, per round, summed over clients (mean over seeds).",
+            lambda p: plots.plot_synthetic(runs, p),
+            "synthetic.png",
+        ),
+    ]
+    figures = []
+    for title, caption, draw, name in specs:
+        drawn = draw(out / name)
+        figures.append(Figure(title, caption, name if drawn else None))
+    return figures
+
+
+def render(runs: list[RunRecord], out: Path) -> tuple[Path, Path]:
+    """Write the plots, ``report.html`` and ``report.md`` into ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    figures = make_figures(runs, out)
+    cols = table_columns(runs)
+    rows = table_rows(runs, cols)
+    lines = [provenance(r) for r in runs]
+    notes = mixed_rows(runs)
+    stamp = time.strftime("%Y-%m-%d %H:%M")
+    html_path, md_path = out / "report.html", out / "report.md"
+    html_path.write_text(_html(figures, cols, rows, notes, lines, stamp))
+    md_path.write_text(_markdown(figures, cols, rows, notes, lines, stamp))
+    return html_path, md_path
+
+
+TITLE = "FedPIT report"
+TABLE_NOTE = (
+    "Final global model (test sets: utility; leakage: attacks on members vs non-members). "
+    "Cells: mean ± sample std over seeds; — = not measured; (k/n) = k of n runs measured; "
+    "judge WT 'unavailable' = the judge failed its sanity check. Base floor: extraction "
+    "ROUGE-L of the base model on the same members."
+)
+
+
+def _html(
+    figures: list[Figure],
+    cols: list[Column],
+    rows: list[list[str]],
+    notes: list[str],
+    prov: list[str],
+    stamp: str,
+) -> str:
+    e = html.escape
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{TITLE}</title><style>{CSS}</style></head><body>",
+        f"<h1>{TITLE}</h1><p>{len(prov)} runs, generated {e(stamp)}.</p>",
+        "<h2>Results (Table 2 layout)</h2>",
+        "<table><thead><tr><th rowspan=2>method</th><th rowspan=2>runs</th>",
+    ]
+    sections: list[tuple[str, int]] = []
+    for c in cols:
+        if sections and sections[-1][0] == c.section:
+            sections[-1] = (c.section, sections[-1][1] + 1)
+        else:
+            sections.append((c.section, 1))
+    parts += [f"<th colspan={n}>{e(s)}</th>" for s, n in sections]
+    parts.append("</tr><tr>" + "".join(f"<th>{e(c.label)}</th>" for c in cols) + "</tr></thead>")
+    parts.append("<tbody>")
+    for row in rows:
+        parts.append("<tr>" + "".join(f"<td>{e(v)}</td>" for v in row) + "</tr>")
+    parts += ["</tbody></table>", f"<p><small>{e(TABLE_NOTE)}</small></p>"]
+    parts += [f"<p><strong>Warning:</strong> {e(n)}</p>" for n in notes]
+    for fig in figures:
+        parts.append(f"<h2>{e(fig.title)}</h2>")
+        if fig.file:
+            parts.append(
+                f'<figure><img src="{e(fig.file)}" alt="{e(fig.title)}">'
+                f"<figcaption>{e(fig.caption)}</figcaption></figure>"
+            )
+        else:
+            parts.append("<p>No data for this plot in these runs.</p>")
+    parts.append("<h2>Provenance</h2><ul>")
+    parts += [f'<li class="prov">{e(line)}</li>' for line in prov]
+    parts.append("</ul></body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def _markdown(
+    figures: list[Figure],
+    cols: list[Column],
+    rows: list[list[str]],
+    notes: list[str],
+    prov: list[str],
+    stamp: str,
+) -> str:
+    header = ["method", "runs", *(f"{c.section} {c.label}" for c in cols)]
+    md = [
+        f"# {TITLE}",
+        "",
+        f"{len(prov)} runs, generated {stamp}.",
+        "",
+        "## Results (Table 2 layout)",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|",
+    ]
+    md += ["| " + " | ".join(v.replace("|", "\\|") for v in row) + " |" for row in rows]
+    md += ["", TABLE_NOTE, ""] + [f"**Warning:** {n}\n" for n in notes]
+    for fig in figures:
+        md += [f"## {fig.title}", ""]
+        if fig.file:
+            md += [f"![{fig.title}]({fig.file})", "", fig.caption, ""]
+        else:
+            md += ["No data for this plot in these runs.", ""]
+    md += ["## Provenance", ""] + [f"- `{line}`" for line in prov]
+    return "\n".join(md) + "\n"

@@ -1,0 +1,250 @@
+"""``fedpit sweep``: a grid of runs (methods × β × seeds) that survives interruptions.
+
+A sweep file is a TOML configuration with one extra table::
+
+    [sweep]
+    methods = ["fedavg", "fedpit"]
+    betas = [0.0, 0.5, 1.0]      # only for fedpit / fedpit-v1; other methods run once per seed
+    seeds = [0, 1, 2]
+    dir = "runs/sweep-paper"      # optional; default runs/sweep-<file stem>
+
+    # every other key is a fixed configuration key of all cells
+    fed.rounds = 5
+
+Each cell runs ``fedpit run`` in its own subprocess (Ray and simulation state never leak
+between cells) with ``run-dir=<dir>/<cell>``. A cell whose run directory holds
+``summary.json`` is done and skipped; a cell directory without it is what an interrupted
+run leaves, so it is removed and rerun. ``<dir>/sweep.json`` lists every cell and its status.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+import tomllib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fedpit.config import METHODS, from_flat, load_toml, to_flat
+from fedpit.errors import ConfigError
+from fedpit.rundir import write_json
+
+BETA_METHODS = ("fedpit", "fedpit-v1")
+"""Methods whose upload depends on β; every other method runs once per seed."""
+
+GRID_KEYS = ("method", "seed", "fed.beta", "run-dir")
+"""Keys the grid sets per cell; a sweep file may not fix them."""
+
+PENDING, RUNNING, DONE, FAILED = "pending", "running", "done", "failed"
+
+Runner = Callable[[list[str], Path], int]
+"""Runs one cell's command, logging to the given file; returns the exit code."""
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """A parsed sweep file."""
+
+    methods: tuple[str, ...]
+    betas: tuple[float, ...]
+    seeds: tuple[int, ...]
+    root: Path
+    base: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One run of the grid."""
+
+    method: str
+    beta: float | None  # None: the method does not use β
+    seed: int
+    run_dir: Path
+
+    @property
+    def name(self) -> str:
+        """``<method>-b<beta>-s<seed>``, or ``<method>-s<seed>`` when β does not apply."""
+        beta = "" if self.beta is None else f"-b{self.beta:g}"
+        return f"{self.method}{beta}-s{self.seed}"
+
+    def overrides(self, base: Mapping[str, Any]) -> dict[str, Any]:
+        """All configuration keys of this cell: the fixed ones, then the grid's."""
+        keys = dict(base)
+        keys.update({"method": self.method, "seed": self.seed, "run-dir": str(self.run_dir)})
+        if self.beta is not None:
+            keys["fed.beta"] = self.beta
+        return keys
+
+
+def load_sweep(path: str | Path, overrides: Mapping[str, Any] | None = None) -> SweepSpec:
+    """Read a sweep file (and extra fixed ``key=value`` overrides) and validate every cell."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"sweep file {path} does not exist")
+    try:
+        table = tomllib.loads(path.read_text()).get("sweep")
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path}: invalid TOML: {err}") from None
+    if not isinstance(table, dict):
+        raise ConfigError(
+            f"{path}: no [sweep] table (methods = [...], betas = [...], seeds = [...])"
+        )
+    base = {k: v for k, v in load_toml(path).items() if not k.startswith("sweep.")}
+    base.update(overrides or {})
+    for key in GRID_KEYS:
+        if key in base:
+            raise ConfigError(f"{path}: {key!r} is set by the sweep grid; remove it from the file")
+    methods = tuple(_list(path, table, "methods", str))
+    for method in methods:
+        if method not in METHODS:
+            raise ConfigError(
+                f"{path}: sweep.methods has {method!r}; allowed: {', '.join(METHODS)}"
+            )
+    betas = tuple(float(b) for b in _list(path, table, "betas", (int, float), default=[0.5]))
+    seeds = tuple(_list(path, table, "seeds", int, default=[0]))
+    root = Path(table.get("dir") or Path("runs") / f"sweep-{path.stem}")
+    spec = SweepSpec(methods, betas, seeds, root.expanduser().resolve(), base)
+    for cell in plan(spec):  # fail now on a bad key, not hours into the sweep
+        from_flat(cell.overrides(spec.base))
+    return spec
+
+
+def _list(path: Path, table: dict[str, Any], key: str, tp: Any, default: Any = None) -> list[Any]:
+    values = table.get(key, default)
+    if not isinstance(values, list) or not values or not all(isinstance(v, tp) for v in values):
+        raise ConfigError(f"{path}: sweep.{key} must be a non-empty list, got {values!r}")
+    if len(set(values)) != len(values):
+        raise ConfigError(f"{path}: sweep.{key} has duplicates: {values!r}")
+    return values
+
+
+def plan(spec: SweepSpec) -> list[Cell]:
+    """Every cell of the grid, method-major, then β, then seed."""
+    cells = []
+    for method in spec.methods:
+        betas: Sequence[float | None] = spec.betas if method in BETA_METHODS else (None,)
+        for beta in betas:
+            for seed in spec.seeds:
+                cell = Cell(method, beta, seed, Path())
+                cells.append(Cell(method, beta, seed, spec.root / cell.name))
+    return cells
+
+
+def command(cell: Cell, base: Mapping[str, Any]) -> list[str]:
+    """The ``fedpit run`` command line of a cell."""
+    items = [f"{k}={_value(v)}" for k, v in cell.overrides(base).items()]
+    return [sys.executable, "-m", "fedpit.cli", "run", *items]
+
+
+def _value(value: Any) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def subprocess_runner(cmd: list[str], log: Path) -> int:
+    """Run ``cmd``, echoing its output and copying it to ``log``."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("w") as fh:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            sys.stdout.write(line)
+            fh.write(line)
+            fh.flush()
+        return proc.wait()
+
+
+def cell_state(cell: Cell) -> str:
+    """``done`` (summary.json exists), ``partial`` (an interrupted run) or ``pending``."""
+    if (cell.run_dir / "summary.json").is_file():
+        return DONE
+    if cell.run_dir.exists():
+        return "partial"
+    return PENDING
+
+
+def check_done_config(cell: Cell, base: Mapping[str, Any]) -> None:
+    """Refuse to count a finished cell that was run with a different configuration."""
+    config = cell.run_dir / "config.toml"
+    if not config.is_file():
+        return
+    want = to_flat(from_flat(cell.overrides(base)))
+    have = load_toml(config)
+    diff = [k for k in want if k != "run-dir" and k in have and have[k] != want[k]]
+    if diff:
+        changes = ", ".join(f"{k}: {have[k]!r} → {want[k]!r}" for k in diff)
+        raise ConfigError(
+            f"{cell.run_dir} was run with a different configuration ({changes}); "
+            "use another sweep dir or remove that cell"
+        )
+
+
+def _remove_partial(cell: Cell) -> None:
+    """Remove what an interrupted run left (only if it looks like a run directory)."""
+    d = cell.run_dir
+    if any(d.iterdir()) and not (d / "config.toml").is_file():
+        raise ConfigError(f"{d} exists but is not a run directory; move it out of the sweep dir")
+    shutil.rmtree(d)
+
+
+def run_sweep(spec: SweepSpec, runner: Runner = subprocess_runner) -> list[dict[str, Any]]:
+    """Run every cell not yet done; write ``sweep.json`` after each change of status."""
+    cells = plan(spec)
+    status = {c.name: {"status": cell_state(c), "returncode": None, "seconds": None} for c in cells}
+    for cell in cells:
+        if status[cell.name]["status"] == DONE:
+            check_done_config(cell, spec.base)
+    for cell in cells:
+        entry = status[cell.name]
+        if entry["status"] == DONE:
+            print(f"[sweep] {cell.name}: done, skipped", flush=True)
+            continue
+        if entry["status"] == "partial":
+            print(f"[sweep] {cell.name}: interrupted earlier, removing and rerunning", flush=True)
+            _remove_partial(cell)
+        entry["status"] = RUNNING
+        _write_status(spec, cells, status)
+        print(f"[sweep] {cell.name}: running", flush=True)
+        t0 = time.perf_counter()
+        rc = runner(command(cell, spec.base), spec.root / "logs" / f"{cell.name}.log")
+        finished = rc == 0 and cell_state(cell) == DONE
+        entry.update(
+            status=DONE if finished else FAILED,
+            returncode=rc,
+            seconds=round(time.perf_counter() - t0, 1),
+        )
+        _write_status(spec, cells, status)
+        print(f"[sweep] {cell.name}: {entry['status']} (exit {rc})", flush=True)
+    return _write_status(spec, cells, status)
+
+
+def _write_status(
+    spec: SweepSpec, cells: list[Cell], status: dict[str, dict[str, Any]]
+) -> list[dict[str, Any]]:
+    rows = [
+        {
+            "name": c.name,
+            "method": c.method,
+            "beta": c.beta,
+            "seed": c.seed,
+            "run_dir": str(c.run_dir),
+            **status[c.name],
+        }
+        for c in cells
+    ]
+    spec.root.mkdir(parents=True, exist_ok=True)
+    write_json(spec.root / "sweep.json", {"dir": str(spec.root), "base": spec.base, "cells": rows})
+    return rows
+
+
+def print_plan(spec: SweepSpec) -> None:
+    """What a sweep would do, one line per cell, with the exact command."""
+    cells = plan(spec)
+    print(f"sweep dir: {spec.root} ({len(cells)} cells)")
+    for cell in cells:
+        state = cell_state(cell)
+        action = {DONE: "skip (done)", "partial": "rerun (interrupted)", PENDING: "run"}[state]
+        print(f"{cell.name:<24} {action:<20} {' '.join(command(cell, spec.base)[1:])}")

@@ -1,0 +1,254 @@
+"""The privacy attacks: pure scoring on hand-made cases, then end to end on the tiny model."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import random
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+import fedpit.run_data
+from fedpit.adapters import LOCAL, get_state, save_adapter
+from fedpit.batching import encode_pair
+from fedpit.config import from_flat
+from fedpit.data.canary import CANARY_KEY, is_canary, make_canaries, plant
+from fedpit.eval import attack
+from fedpit.eval.commands_attack import add_commands
+from fedpit.eval.targets import activate, load_runtime, resolve_target
+from fedpit.generation import Generation, GenerationSpec
+from fedpit.rundir import RunDir, append_jsonl, create_run_dir
+from fedpit.scoring import response_nll
+from fedpit.train import train_adapter
+
+WORDS: dict[str, int] = {}
+
+
+def words(text: str) -> list[int]:
+    """A toy tokenizer: one id per distinct whitespace-separated word."""
+    return [WORDS.setdefault(w, len(WORDS)) for w in text.split()]
+
+
+# --- pure scoring -------------------------------------------------------------------
+
+
+def test_longest_shared_span_stays_inside_one_reference() -> None:
+    assert attack.longest_shared_span([1, 2, 3, 4, 5], [[9, 2, 3, 4, 8], [3, 4, 5]]) == 3
+    assert attack.longest_shared_span([1, 2, 3], [[1, 2], [3]]) == 2  # not across the join
+    assert attack.longest_shared_span([7, 7, 7], [[7, 7, 7, 7]]) == 3
+    assert attack.longest_shared_span([1, 2], [[3, 4]]) == 0
+    assert attack.longest_shared_span([], [[1]]) == 0
+    assert attack.longest_shared_span([0, 5], [[0, 5]]) == 2  # token id 0 is not the separator
+
+
+def test_longest_shared_span_matches_the_pairwise_reference() -> None:
+    from fedpit.eval.metrics import longest_common_substring_tokens
+
+    rng = random.Random(1)
+    for _ in range(50):
+        a = [rng.randrange(4) for _ in range(rng.randrange(12))]
+        refs = [[rng.randrange(4) for _ in range(rng.randrange(12))] for _ in range(3)]
+        expected = max(longest_common_substring_tokens(a, r) for r in refs)
+        assert attack.longest_shared_span(a, refs) == expected
+
+
+def test_extraction_scores_hand_made() -> None:
+    refs = ["the number is 42 and more", "patients report fatigue"]
+    gens = ["the  number is 42 and more", "fever and the number is 42"]
+    rows = attack.extraction_rows(gens, refs, words)
+    assert rows[0] == {"rouge_l": 1.0, "exact_match": True, "lcs_tokens": 6}
+    # "the number is 42" would share 4 tokens with ref 0, but it is compared with its own
+    # reference only: nothing in common.
+    assert rows[1] == {"rouge_l": 0.0, "exact_match": False, "lcs_tokens": 0}
+    summary = attack.summarise_extraction(rows)
+    assert summary == {"rouge_l": 0.5, "exact_match": 0.5, "lcs_tokens": 3.0, "lcs_tokens_max": 6}
+    assert attack.summarise_extraction([]) is None
+
+
+def test_synthetic_overlap_takes_the_closest_private_text_of_the_same_client() -> None:
+    private = {"0": ["a b c d", "x y"], "1": ["p q r s t u"]}
+    synthetic = {"0": ["a b c z", "p q r s"], "1": ["p q r s t u"]}
+    result = attack.synthetic_overlap(synthetic, private, words)
+    # "a b c z" vs "a b c d": LCS 3 of 4 → F 0.75; "p q r s" shares nothing with client 0;
+    # client 1 copies its own text verbatim (6 tokens).
+    assert result == {
+        "n": 3,
+        "rouge_l_mean": pytest.approx((0.75 + 0.0 + 1.0) / 3),
+        "rouge_l_max": 1.0,
+        "longest_span_tokens": 6,
+    }
+    assert attack.synthetic_overlap({}, private, words) is None
+
+
+def test_canary_summary() -> None:
+    out = attack.canary_summary([True, False], [-10.0, -30.0], [[-5.0, -12.0, -20.0]] * 2)
+    assert out == {"n": 2, "emitted": 1, "mean_logprob": -20.0, "mean_exposure": 0.5}
+    assert attack.canary_summary([], [], []) is None
+
+
+# --- a fake run on the tiny model ------------------------------------------------------
+
+SYLLABLES = ["ka", "zu", "mi", "te", "ro", "ba", "ne", "fo", "li", "gu", "pe", "so"]
+
+
+def data_rows(n: int) -> list[dict[str, str]]:
+    """``n`` examples whose answers are random codes: learnable only by memorising them."""
+    rng = random.Random(0)
+    rows = []
+    for i in range(n):
+        code = " ".join("".join(rng.choice(SYLLABLES) for _ in range(3)) for _ in range(3))
+        rows.append(
+            {
+                "id": f"ex-{i}",
+                "instruction": f"What is the reference code of case {i}?",
+                "output": f"The code is {code}.",
+            }
+        )
+    return rows
+
+
+@pytest.fixture(scope="module")
+def run_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run directory: config, data, round and global adapters, synthetic rows."""
+    tmp = tmp_path_factory.mktemp("attack-run")
+    data = tmp / "data.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in data_rows(28)))
+    cfg = from_flat(
+        {
+            "method": "fedavg",
+            "run-dir": str(tmp / "run"),
+            "model.name": str(tiny_model_dir),
+            "model.template": "chat",
+            "model.max-length": 96,
+            "data.name": str(data),
+            "data.partition": "iid",
+            "data.num-clients": 2,
+            "data.examples-per-client": 8,
+            "data.test-size": 12,
+            "lora.rank": 8,
+            "lora.alpha": 16,
+            "lora.dropout": 0.0,
+            "lora.target-modules": "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj",
+            "fed.rounds": 1,
+        }
+    )
+    rd = create_run_dir(cfg)
+    _, rt = load_runtime(rd.root)
+    split = fedpit.run_data.run_data_for(cfg).split
+    members = [e for client in split.clients for e in client]
+    encoded = [
+        encode_pair(rt.tokenizer, rt.fmt.prompt(e), e.output + rt.fmt.end_text, 96) for e in members
+    ]
+    for epochs, where in ((10, rd.round_adapter(1)), (90, rd.final_adapter)):
+        train_adapter(
+            rt.model, LOCAL, encoded, lr=5e-3, epochs=epochs, batch_size=4,
+            pad_id=rt.tokenizer.pad_token_id, seed=0,
+        )  # fmt: skip
+        save_adapter(get_state(rt.model, LOCAL), cfg.lora, rt.base_name, where)
+    copied = split.clients[0][0]
+    synthetic = rd.client_dir(0) / "synthetic" / "round-001.jsonl"
+    for row in (
+        {"id": "s0", "instruction": copied.instruction, "output": copied.output},
+        {"id": "s1", "instruction": "List three fruits.", "output": "Apple, pear, plum."},
+    ):
+        append_jsonl(synthetic, {**row, "ifs": 0.5, "selected": True})
+    return rd.root
+
+
+@pytest.fixture
+def with_canaries(monkeypatch: pytest.MonkeyPatch) -> list:
+    """Plant two canaries in client 0's data, as the run's data loading does."""
+    canaries = make_canaries(2, seed=5)
+    real = fedpit.run_data.load_run_data
+
+    def planted(*args, **kwargs):  # type: ignore[no-untyped-def]
+        rd = real(*args, **kwargs)
+        clients = [plant(rd.split.clients[0], canaries), *rd.split.clients[1:]]
+        return dataclasses.replace(rd, split=dataclasses.replace(rd.split, clients=clients))
+
+    monkeypatch.setattr(fedpit.run_data, "load_run_data", planted)
+    return canaries
+
+
+def test_fake_generation_scores_and_result_file(run_dir: Path, with_canaries: list) -> None:
+    cfg, rt = load_runtime(run_dir)
+    split = fedpit.run_data.run_data_for(cfg).split
+    member_answers = {rt.fmt.prompt(e): e.output for c in split.clients for e in c}
+    seen: list[GenerationSpec] = []
+
+    def fake(prompts: Sequence[str], spec: GenerationSpec) -> list[Generation]:
+        seen.append(spec)
+        return [Generation(member_answers.get(p, "no idea"), True) for p in prompts]
+
+    result = attack.run_attack(run_dir, "global", generate=fake, reference_secrets=20)
+    assert seen == [GenerationSpec(max_new_tokens=64)]  # greedy, no repetition penalty
+    assert result["target"] == "global" and result["round"] == 1
+    assert (result["n_members"], result["n_non_members"]) == (16, 12)
+    members = result["extraction"]["members"]
+    assert members["rouge_l"] == 1.0 and members["exact_match"] == 1.0
+    outputs = [e.output for c in split.clients for e in c if not is_canary(e)]
+    longest = max(len(rt.tokenizer(o, add_special_tokens=False)["input_ids"]) for o in outputs)
+    assert members["lcs_tokens_max"] == longest  # a verbatim copy: the whole response
+    assert result["extraction"]["non_members"]["exact_match"] == 0.0
+    assert result["canaries"]["n"] == 2 and result["canaries"]["emitted"] == 2
+    assert 0.0 <= result["canaries"]["mean_exposure"] <= math.log2(21)
+    overlap = result["synthetic_overlap"]
+    assert overlap["n"] == 2 and overlap["rouge_l_max"] == 1.0
+    copied = split.clients[0][0]
+    assert overlap["longest_span_tokens"] == len(
+        rt.tokenizer(f"{copied.instruction}\n{copied.output}", add_special_tokens=False)[
+            "input_ids"
+        ]
+    )
+    path = run_dir / "attack" / "global.json"
+    assert json.loads(path.read_text()) == result
+    rows = [json.loads(line) for line in path.with_suffix(".jsonl").read_text().splitlines()]
+    canary_rows = [r for r in rows if r["kind"] == "canary"]
+    assert [r["id"] for r in canary_rows] == [c.id for c in with_canaries]
+    assert all(r["emitted"] for r in canary_rows)
+    # Log-probability in nats = −(mean token NLL) × response tokens, under the target.
+    activate(rt, resolve_target(run_dir, "global"))
+    canary = with_canaries[0]
+    nll = response_nll(rt.model, rt.tokenizer, [rt.fmt.prompt(canary)], [canary.output], 96)[0]
+    count = len(rt.tokenizer(canary.output, add_special_tokens=False)["input_ids"])
+    assert canary_rows[0]["logprob"] == pytest.approx(-nll * count, rel=1e-4)
+    assert canary.meta[CANARY_KEY] in canary_rows[0]["generation"]
+
+
+def test_trained_adapter_is_caught_by_membership_inference(run_dir: Path) -> None:
+    trained = attack.run_attack(run_dir, "global", max_new_tokens=16)
+    base = attack.run_attack(run_dir, "base", max_new_tokens=16)
+    assert trained["mia"]["loss_members"] < trained["mia"]["loss_non_members"]
+    assert trained["mia"]["auc"] > 0.8
+    assert trained["mia"]["auc_calibrated"] > 0.8
+    assert base["mia"]["auc_calibrated"] is None
+    assert 0.15 < base["mia"]["auc"] < 0.85  # the floor: no training, no signal
+    assert trained["canaries"] is None  # this run planted none
+    # Greedy extraction of memorised random codes beats the base floor.
+    assert trained["extraction"]["members"]["rouge_l"] > base["extraction"]["members"]["rouge_l"]
+
+
+def test_cli_attack_prints_a_row_per_target(run_dir: Path, capsys: pytest.CaptureFixture) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    add_commands(parser.add_subparsers())
+    args = parser.parse_args(["attack", str(run_dir), "--all-rounds", "--limit", "4"])
+    assert attack.default_targets(run_dir, True) == ["base", "round:1", "global"]
+    assert args.func(args) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("target")
+    assert [line.split()[0] for line in out[1:4]] == ["base", "round:1", "global"]
+    saved = json.loads((run_dir / "attack" / "round-1.json").read_text())
+    assert saved["round"] == 1 and saved["n_members"] == 4 == saved["n_non_members"]
+
+
+def test_unknown_target_is_a_config_error(run_dir: Path) -> None:
+    from fedpit.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="allowed"):
+        attack.run_attack(run_dir, "best", generate=lambda p, s: [])
+    assert not RunDir(run_dir).root.joinpath("attack", "best.json").exists()

@@ -1,0 +1,82 @@
+"""Membership-inference AUC and exposure against hand-computed values."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+
+from fedpit.eval.mia import auc, calibrated_scores, canary_rank, exposure, loss_scores
+
+
+def mann_whitney(members: list[float], non_members: list[float]) -> float:
+    """The reference: fraction of (member, non-member) pairs ordered right, ties ½."""
+    pairs = list(itertools.product(members, non_members))
+    wins = sum(1.0 if m > n else 0.5 if m == n else 0.0 for m, n in pairs)
+    return wins / len(pairs)
+
+
+def test_auc_counts_pairs_with_ties_as_half() -> None:
+    # Pairs: 0.9 beats both; each 0.5 ties the 0.5 (½) and beats 0.1 → (2 + 1.5 + 1.5) / 6.
+    assert auc([0.9, 0.5, 0.5], [0.5, 0.1]) == pytest.approx(5 / 6)
+
+
+@pytest.mark.parametrize(
+    ("members", "non_members", "expected"),
+    [
+        ([3.0, 4.0], [1.0, 2.0], 1.0),
+        ([1.0, 2.0], [3.0, 4.0], 0.0),
+        ([1.0, 1.0], [1.0, 1.0, 1.0], 0.5),
+        ([2.0, 0.0], [1.0], 0.5),
+    ],
+)
+def test_auc_extremes_and_chance(
+    members: list[float], non_members: list[float], expected: float
+) -> None:
+    assert auc(members, non_members) == pytest.approx(expected)
+    assert mann_whitney(members, non_members) == pytest.approx(expected)
+
+
+def test_auc_matches_mann_whitney_reference_on_random_scores() -> None:
+    import random
+
+    rng = random.Random(3)
+    members = [round(rng.gauss(0.3, 1), 1) for _ in range(40)]  # rounding makes ties
+    non_members = [round(rng.gauss(0.0, 1), 1) for _ in range(30)]
+    assert auc(members, non_members) == pytest.approx(mann_whitney(members, non_members))
+
+
+def test_auc_needs_both_groups() -> None:
+    with pytest.raises(ValueError, match="at least one"):
+        auc([], [1.0])
+
+
+def test_loss_attack_scores_low_loss_as_member() -> None:
+    assert loss_scores([1.0, 2.5]) == [-1.0, -2.5]
+    # Members with lower loss than every non-member: perfect attack.
+    assert auc(loss_scores([0.5, 0.7]), loss_scores([1.0, 2.0])) == 1.0
+
+
+def test_calibrated_scores_subtract_the_reference_loss() -> None:
+    assert calibrated_scores([1.0, 2.0], [3.0, 2.5]) == pytest.approx([2.0, 0.5])
+    # An example easy for every model (low loss, no drop) ranks below one whose loss dropped.
+    member = calibrated_scores([1.5], [3.0])  # dropped by 1.5
+    easy_non_member = calibrated_scores([1.0], [1.1])  # dropped by 0.1
+    assert auc(member, easy_non_member) == 1.0
+    assert auc(loss_scores([1.5]), loss_scores([1.0])) == 0.0
+    with pytest.raises(ValueError, match="differ in length"):
+        calibrated_scores([1.0], [])
+
+
+def test_exposure_by_rank() -> None:
+    refs = [-5.0, -12.0, -20.0]  # N = 3, log2(N + 1) = 2
+    assert canary_rank(-10.0, refs) == 2
+    assert exposure(-10.0, refs) == pytest.approx(1.0)  # 2 - log2(2)
+    assert exposure(-1.0, refs) == pytest.approx(2.0)  # most likely: rank 1
+    assert exposure(-30.0, refs) == pytest.approx(0.0)  # least likely: rank 4
+    assert exposure(-10.0, [-10.0, -20.0, -30.0]) == pytest.approx(2.0)  # ties rank behind
+    refs200 = [-float(i) for i in range(1, 201)]
+    assert exposure(-3.5, refs200) == pytest.approx(math.log2(201) - math.log2(4))
+    with pytest.raises(ValueError, match="reference"):
+        exposure(-1.0, [])

@@ -1,0 +1,168 @@
+"""``fedpit report`` on fake run directories: records, table values, plots, CLI."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import pytest
+from matplotlib.image import imread
+
+from fedpit.errors import DataError, FedPITError
+from fedpit.report.collect import collect_runs, load_run, mean_std
+from fedpit.report.commands import add_commands
+from fedpit.report.plots import frontier_points, utility_metric
+from fedpit.report.render import mixed_rows, render
+from tests.report import write_grid, write_run
+
+PLOTS = ("test_loss.png", "leakage.png", "frontier.png", "synthetic.png")
+
+
+@pytest.fixture(scope="module")
+def report_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The fake grid rendered once through the ``fedpit report`` command."""
+    root = tmp_path_factory.mktemp("report")
+    grid = write_grid(root / "sweep")
+    parser = argparse.ArgumentParser()
+    add_commands(parser.add_subparsers())
+    args = parser.parse_args(["report", str(grid), "--out", str(root / "out")])
+    assert args.func(args) == 0
+    return root / "out"
+
+
+def _rows(md: str) -> dict[str, list[str]]:
+    lines = [line for line in md.splitlines() if line.startswith("| ")]
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    rows = {}
+    for line in lines[1:]:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        rows[cells[0]] = dict(zip(header, cells, strict=True))
+    return rows
+
+
+def test_mean_std_is_sample_std() -> None:
+    assert mean_std([1.0]) == (1.0, 0.0)
+    mean, std = mean_std([1.0, 2.0, 4.0])
+    assert mean == pytest.approx(7 / 3)
+    assert std == pytest.approx(
+        (((1 - 7 / 3) ** 2 + (2 - 7 / 3) ** 2 + (4 - 7 / 3) ** 2) / 2) ** 0.5
+    )
+
+
+def test_collect_reads_every_result_file(tmp_path: Path) -> None:
+    run = load_run(write_run(tmp_path / "r", "fedpit", 0.5, 1))
+    assert (run.method, run.beta, run.seed, run.group) == ("fedpit", 0.5, 1, "fedpit β=0.5")
+    assert [r.round for r in run.rounds] == [0, 1, 2]
+    assert run.rounds[2].counters["synth-rejected-not_novel"] == 12.0
+    assert run.final_test_loss == pytest.approx(2.0 - 0.2 + 0.2)
+    ev = run.final_eval("heldout")
+    assert ev is not None and ev.rouge_l == pytest.approx(0.36) and ev.judge is None
+    final, base = run.final_attack(), run.base_attack()
+    assert final is not None and final.target == "global" and final.mia_auc == pytest.approx(0.67)
+    assert base is not None and base.mia_auc_calibrated is None
+    assert [a.round for a in run.round_attacks()] == [1, 2]
+
+
+def test_collect_tolerates_missing_results(tmp_path: Path) -> None:
+    run = load_run(write_run(tmp_path / "partial", "fedavg", None, 0, finished=False))
+    assert not run.finished and run.beta is None
+    assert run.final_test_loss is None and run.final_eval("heldout") is None
+    assert run.final_attack() is None and run.base_attack() is None
+    _, md = render([run], tmp_path / "out")
+    text = md.read_text()
+    assert "UNFINISHED" in text and "No data for this plot" in text
+    assert (tmp_path / "out" / "test_loss.png").is_file()  # per-round losses are there
+
+
+def test_collect_errors(tmp_path: Path) -> None:
+    with pytest.raises(FedPITError, match="does not exist"):
+        collect_runs([tmp_path / "nope"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FedPITError, match="neither a run directory"):
+        collect_runs([tmp_path / "empty"])
+    root = write_run(tmp_path / "bad", "fedavg", None, 0)
+    (root / "attack" / "global.json").write_text("{not json")
+    with pytest.raises(DataError, match=r"global\.json:1"):
+        load_run(root)
+
+
+def test_table_values(report_dir: Path) -> None:
+    rows = _rows((report_dir / "report.md").read_text())
+    assert list(rows) == ["fedavg", "fedmit", "fedpit β=0", "fedpit β=0.5", "fedpit β=1"]
+    fedavg = rows["fedavg"]
+    # ROUGE-L 0.30 and 0.40: mean 0.35, sample std sqrt(2 · 0.05²) = 0.0707
+    assert fedavg["heldout ROUGE-L"] == "0.350 ± 0.071"
+    assert fedavg["heldout token F1"] == "0.400 ± 0.071"
+    assert fedavg["heldout judge WT"] == "0.550 ± 0.071"
+    # test loss at round 2: 1.8 and 2.0
+    assert fedavg["utility test loss"] == "1.900 ± 0.141"
+    # MIA AUC 0.90 and 0.92: mean 0.91, std sqrt(2 · 0.01²) = 0.0141
+    assert fedavg["leakage MIA AUC"] == "0.910 ± 0.014"
+    assert fedavg["leakage MIA AUC calibrated"] == "0.860 ± 0.014"
+    assert fedavg["leakage extraction ROUGE-L members"] == "0.205 ± 0.007"
+    assert fedavg["leakage base floor"] == "0.100 ± 0.000"
+    assert rows["fedmit"]["heldout judge WT"] == "unavailable"
+    assert rows["fedpit β=0"]["heldout judge WT"] == "—"
+    assert rows["fedpit β=0.5"]["leakage MIA AUC"] == "0.660 ± 0.014"
+    assert rows["fedpit β=1"]["heldout ROUGE-L"] == "0.330 ± 0.071"
+    assert {r["runs"] for r in rows.values()} == {"2"}
+    assert "Warning" not in (report_dir / "report.md").read_text()
+
+
+def test_html_has_table_images_and_provenance(report_dir: Path) -> None:
+    page = (report_dir / "report.html").read_text()
+    for name in PLOTS:
+        assert f'<img src="{name}"' in page
+    assert "<td>0.350 ± 0.071</td>" in page and "<th colspan=4>heldout</th>" in page
+    assert page.count('<li class="prov">') == 10
+    assert "fedpit-b0.5-s1: fedpit β=0.5, seed 1, 2 rounds" in page
+    assert "http" not in page  # self-contained
+
+
+@pytest.mark.parametrize("name", PLOTS)
+def test_plots_are_drawn(report_dir: Path, name: str) -> None:
+    image = imread(report_dir / name)
+    assert image.shape[0] > 300 and image.shape[1] > 600
+    assert float(np.var(image[..., :3])) > 0.01
+
+
+def test_report_cli_is_wired(tmp_path: Path) -> None:
+    parser = argparse.ArgumentParser()
+    add_commands(parser.add_subparsers())
+    args = parser.parse_args(["sweep", "x.toml", "fed.rounds=1", "--dry-run"])
+    assert (args.config, args.dry_run, args.overrides) == ("x.toml", True, ["fed.rounds=1"])
+    with pytest.raises(SystemExit):
+        parser.parse_args(["report", str(tmp_path)])  # --out is required
+    args = parser.parse_args(["report", "a", "b", "--out", "o"])
+    assert (args.paths, args.out) == (["a", "b"], "o")
+
+
+def test_frontier_points(tmp_path: Path) -> None:
+    runs = collect_runs([write_grid(tmp_path / "grid")])
+    label, test_set = utility_metric(runs, ["heldout"])
+    assert test_set == "heldout" and "ROUGE-L" in label
+    points = frontier_points(runs, test_set)
+    (x, xs), (y, ys) = points["fedpit β=0"]
+    assert (x, y) == (pytest.approx(0.56), pytest.approx(0.29))
+    assert (xs, ys) == (pytest.approx(0.02 / 2**0.5), pytest.approx(0.1 / 2**0.5))
+    # without utility evaluations the frontier falls back to the test loss
+    for run in runs[:1]:
+        (run.path / "eval" / "global__heldout.json").unlink()
+    runs = collect_runs([tmp_path / "grid"])
+    assert utility_metric(runs, ["heldout"])[1] is None
+    assert frontier_points(runs, None)["fedavg"][1][0] == pytest.approx(1.9)
+
+
+def test_rows_mixing_configurations_are_flagged(tmp_path: Path) -> None:
+    a = load_run(write_run(tmp_path / "a", "fedavg", None, 0))
+    b = load_run(write_run(tmp_path / "b", "fedavg", None, 0))
+    c = load_run(write_run(tmp_path / "c", "fedpit", 0.5, 1))
+    assert mixed_rows([a, b, c]) == ["fedavg: repeated seeds [0, 0]"]
+    (tmp_path / "d").mkdir()
+    cfg = (tmp_path / "c" / "config.toml").read_text().replace('rank" = 16', 'rank" = 8')
+    (tmp_path / "d" / "config.toml").write_text(cfg.replace("seed = 1", "seed = 2"))
+    d = load_run(tmp_path / "d")
+    assert mixed_rows([c, d]) == ["fedpit β=0.5: runs differ in lora.rank"]
+    _, md = render([c, d], tmp_path / "out")
+    assert "**Warning:** fedpit β=0.5: runs differ in lora.rank" in md.read_text()

@@ -1,0 +1,177 @@
+"""``fedpit sweep``: the grid plan, skipping finished cells, rerunning interrupted ones.
+
+A fake runner stands in for the ``fedpit run`` subprocess: it parses the command line,
+creates the run directory the way ``fedpit run`` does and writes ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from fedpit.config import from_flat, parse_overrides
+from fedpit.errors import ConfigError
+from fedpit.report.commands import add_commands
+from fedpit.rundir import create_run_dir, write_json
+from fedpit.sweep import command, load_sweep, plan, run_sweep, subprocess_runner
+
+SWEEP = """\
+fed.rounds = 1
+data.examples-per-client = 4
+
+[sweep]
+methods = ["fedavg", "fedpit"]
+betas = [0.0, 0.5]
+seeds = [0, 1]
+dir = "{dir}"
+"""
+CELLS = [
+    "fedavg-s0",
+    "fedavg-s1",
+    "fedpit-b0-s0",
+    "fedpit-b0-s1",
+    "fedpit-b0.5-s0",
+    "fedpit-b0.5-s1",
+]
+
+
+class FakeRunner:
+    """Records the cells it ran; fails the cells named in ``fail``."""
+
+    def __init__(self, fail: tuple[str, ...] = ()) -> None:
+        self.ran: list[str] = []
+        self.fail = fail
+
+    def __call__(self, cmd: list[str], log: Path) -> int:
+        assert cmd[:4] == [sys.executable, "-m", "fedpit.cli", "run"]
+        cfg = from_flat(parse_overrides(cmd[4:]))
+        rd = create_run_dir(cfg)  # refuses a non-empty directory, as `fedpit run` does
+        name = rd.root.name
+        self.ran.append(name)
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text("fake\n")
+        if name in self.fail:
+            return 1
+        write_json(rd.summary, {"method": cfg.method, "beta": cfg.fed.beta, "rounds": 1})
+        return 0
+
+
+@pytest.fixture
+def sweep_file(tmp_path: Path) -> Path:
+    path = tmp_path / "grid.toml"
+    path.write_text(SWEEP.format(dir=tmp_path / "sweep"))
+    return path
+
+
+def _status(spec_root: Path) -> dict[str, str]:
+    doc = json.loads((spec_root / "sweep.json").read_text())
+    return {c["name"]: c["status"] for c in doc["cells"]}
+
+
+def test_plan_varies_beta_only_for_fedpit(sweep_file: Path) -> None:
+    spec = load_sweep(sweep_file)
+    cells = plan(spec)
+    assert [c.name for c in cells] == CELLS
+    assert [c.beta for c in cells] == [None, None, 0.0, 0.0, 0.5, 0.5]
+    assert all(c.run_dir == spec.root / c.name for c in cells)
+    cmd = command(cells[4], spec.base)
+    assert cmd[:4] == [sys.executable, "-m", "fedpit.cli", "run"]
+    assert parse_overrides(cmd[4:]) == {
+        "fed.rounds": "1",
+        "data.examples-per-client": "4",
+        "method": "fedpit",
+        "seed": "0",
+        "run-dir": str(spec.root / "fedpit-b0.5-s0"),
+        "fed.beta": "0.5",
+    }
+    assert "fed.beta" not in parse_overrides(command(cells[0], spec.base)[4:])
+
+
+def test_run_skip_done_and_rerun_partial(sweep_file: Path) -> None:
+    spec = load_sweep(sweep_file)
+    runner = FakeRunner()
+    run_sweep(spec, runner)
+    assert runner.ran == CELLS
+    assert set(_status(spec.root).values()) == {"done"}
+    # a second session: everything is done, nothing runs
+    again = FakeRunner()
+    run_sweep(spec, again)
+    assert again.ran == []
+    # an interrupted cell (no summary.json, leftovers) is removed and rerun
+    partial = spec.root / "fedpit-b0-s1"
+    (partial / "summary.json").unlink()
+    (partial / "metrics.jsonl").write_text('{"round": 0}\n')
+    third = FakeRunner()
+    rows = run_sweep(spec, third)
+    assert third.ran == ["fedpit-b0-s1"]
+    assert not (partial / "metrics.jsonl").exists()
+    assert all(r["status"] == "done" for r in rows)
+
+
+def test_failed_cell_is_recorded_and_retried(sweep_file: Path) -> None:
+    spec = load_sweep(sweep_file)
+    run_sweep(spec, FakeRunner(fail=("fedavg-s1",)))
+    status = _status(spec.root)
+    assert status["fedavg-s1"] == "failed" and status["fedavg-s0"] == "done"
+    doc = json.loads((spec.root / "sweep.json").read_text())
+    assert next(c for c in doc["cells"] if c["name"] == "fedavg-s1")["returncode"] == 1
+    retry = FakeRunner()
+    run_sweep(spec, retry)
+    assert retry.ran == ["fedavg-s1"]
+
+
+def test_changed_configuration_is_refused(sweep_file: Path) -> None:
+    run_sweep(load_sweep(sweep_file), FakeRunner())
+    spec = load_sweep(sweep_file, {"fed.rounds": "2"})
+    with pytest.raises(ConfigError, match=r"fed\.rounds: 1 → 2"):
+        run_sweep(spec, FakeRunner())
+
+
+def test_bad_sweep_files(tmp_path: Path) -> None:
+    def write(text: str) -> Path:
+        path = tmp_path / "s.toml"
+        path.write_text(text)
+        return path
+
+    with pytest.raises(ConfigError, match="no \\[sweep\\] table"):
+        load_sweep(write("fed.rounds = 1\n"))
+    with pytest.raises(ConfigError, match="'seed' is set by the sweep grid"):
+        load_sweep(write('seed = 3\n[sweep]\nmethods = ["fedavg"]\n'))
+    with pytest.raises(ConfigError, match=r"sweep\.methods has 'fedsgd'"):
+        load_sweep(write('[sweep]\nmethods = ["fedsgd"]\n'))
+    with pytest.raises(ConfigError, match=r"did you mean 'fed\.rounds'"):
+        load_sweep(write('fed.round = 3\n[sweep]\nmethods = ["fedavg"]\n'))
+    with pytest.raises(ConfigError, match=r"fed\.beta = 1\.5 is invalid"):
+        load_sweep(write('[sweep]\nmethods = ["fedpit"]\nbetas = [1.5]\n'))
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_sweep(tmp_path / "missing.toml")
+
+
+def test_dry_run_prints_plan_and_writes_nothing(
+    sweep_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = load_sweep(sweep_file)
+    FakeRunner()(command(plan(spec)[0], spec.base), tmp_path / "log")  # fedavg-s0 is done
+    parser = argparse.ArgumentParser()
+    add_commands(parser.add_subparsers())
+    args = parser.parse_args(["sweep", str(sweep_file), "--dry-run"])
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    assert "6 cells" in out
+    assert "fedavg-s0" in out and "skip (done)" in out
+    assert "fedpit-b0.5-s1" in out and "fed.beta=0.5" in out
+    assert not (spec.root / "sweep.json").exists()
+    assert sorted(p.name for p in spec.root.iterdir()) == ["fedavg-s0"]
+
+
+def test_subprocess_runner_echoes_and_logs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cmd = [sys.executable, "-c", "import sys; print('line one'); sys.exit(3)"]
+    assert subprocess_runner(cmd, tmp_path / "logs" / "cell.log") == 3
+    assert (tmp_path / "logs" / "cell.log").read_text() == "line one\n"
+    assert "line one" in capsys.readouterr().out
