@@ -31,10 +31,10 @@ dir = "{dir}"
 """
 CELLS = [
     "fedavg-s0",
-    "fedavg-s1",
     "fedpit-b0-s0",
-    "fedpit-b0-s1",
     "fedpit-b0.5-s0",
+    "fedavg-s1",
+    "fedpit-b0-s1",
     "fedpit-b0.5-s1",
 ]
 
@@ -76,9 +76,9 @@ def test_plan_varies_beta_only_for_fedpit(sweep_file: Path) -> None:
     spec = load_sweep(sweep_file)
     cells = plan(spec)
     assert [c.name for c in cells] == CELLS
-    assert [c.beta for c in cells] == [None, None, 0.0, 0.0, 0.5, 0.5]
+    assert [c.beta for c in cells] == [None, 0.0, 0.5, None, 0.0, 0.5]
     assert all(c.run_dir == spec.root / c.name for c in cells)
-    cmd = command(cells[4], spec.base)
+    cmd = command(cells[2], spec.base)
     assert cmd[:4] == [sys.executable, "-m", "fedpit.cli", "run"]
     assert parse_overrides(cmd[4:]) == {
         "fed.rounds": "1",
@@ -175,3 +175,30 @@ def test_subprocess_runner_echoes_and_logs(
     assert subprocess_runner(cmd, tmp_path / "logs" / "cell.log") == 3
     assert (tmp_path / "logs" / "cell.log").read_text() == "line one\n"
     assert "line one" in capsys.readouterr().out
+
+
+def test_post_steps_run_once_per_finished_cell(tmp_path: Path) -> None:
+    path = tmp_path / "grid.toml"
+    path.write_text(
+        SWEEP.replace("seeds = [0, 1]", 'seeds = [0]\npost = ["attack {{run}} --limit 4"]').format(
+            dir=tmp_path / "sweep"
+        )
+    )
+    spec = load_sweep(path)
+    posts: list[list[str]] = []
+    runs = FakeRunner()
+
+    def runner(cmd: list[str], log: Path) -> int:
+        if cmd[3] == "run":
+            return runs(cmd, log)
+        posts.append(cmd[3:])
+        return 0
+
+    run_sweep(spec, runner)
+    cells = plan(spec)
+    assert [p[0] for p in posts] == ["attack"] * len(cells)
+    assert posts[0] == ["attack", str(cells[0].run_dir), "--limit", "4"]
+    assert all((c.run_dir / ".sweep-post-0.done").exists() for c in cells)
+    posts.clear()
+    run_sweep(spec, runner)  # resumed: nothing left to do
+    assert posts == [] and runs.ran == [c.name for c in cells]

@@ -7,6 +7,7 @@ A sweep file is a TOML configuration with one extra table::
     betas = [0.0, 0.5, 1.0]      # only for fedpit / fedpit-v1; other methods run once per seed
     seeds = [0, 1, 2]
     dir = "runs/sweep-paper"      # optional; default runs/sweep-<file stem>
+    post = ["attack {run} --all-rounds"]  # optional: fedpit commands run on each finished cell
 
     # every other key is a fixed configuration key of all cells
     fed.rounds = 5
@@ -19,6 +20,7 @@ run leaves, so it is removed and rerun. ``<dir>/sweep.json`` lists every cell an
 
 from __future__ import annotations
 
+import shlex
 import shutil
 import subprocess
 import sys
@@ -54,6 +56,7 @@ class SweepSpec:
     seeds: tuple[int, ...]
     root: Path
     base: dict[str, Any] = field(default_factory=dict)
+    post: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -107,7 +110,8 @@ def load_sweep(path: str | Path, overrides: Mapping[str, Any] | None = None) -> 
     betas = tuple(float(b) for b in _list(path, table, "betas", (int, float), default=[0.5]))
     seeds = tuple(_list(path, table, "seeds", int, default=[0]))
     root = Path(table.get("dir") or Path("runs") / f"sweep-{path.stem}")
-    spec = SweepSpec(methods, betas, seeds, root.expanduser().resolve(), base)
+    post = tuple(_list(path, table, "post", str)) if "post" in table else ()
+    spec = SweepSpec(methods, betas, seeds, root.expanduser().resolve(), base, post)
     for cell in plan(spec):  # fail now on a bad key, not hours into the sweep
         from_flat(cell.overrides(spec.base))
     return spec
@@ -123,12 +127,16 @@ def _list(path: Path, table: dict[str, Any], key: str, tp: Any, default: Any = N
 
 
 def plan(spec: SweepSpec) -> list[Cell]:
-    """Every cell of the grid, method-major, then β, then seed."""
+    """Every cell of the grid, seed-major (then method, then β).
+
+    Seed-major so that an interrupted sweep already holds one complete comparison of all
+    methods before it starts on the next seed.
+    """
     cells = []
-    for method in spec.methods:
-        betas: Sequence[float | None] = spec.betas if method in BETA_METHODS else (None,)
-        for beta in betas:
-            for seed in spec.seeds:
+    for seed in spec.seeds:
+        for method in spec.methods:
+            betas: Sequence[float | None] = spec.betas if method in BETA_METHODS else (None,)
+            for beta in betas:
                 cell = Cell(method, beta, seed, Path())
                 cells.append(Cell(method, beta, seed, spec.root / cell.name))
     return cells
@@ -201,6 +209,7 @@ def run_sweep(spec: SweepSpec, runner: Runner = subprocess_runner) -> list[dict[
         entry = status[cell.name]
         if entry["status"] == DONE:
             print(f"[sweep] {cell.name}: done, skipped", flush=True)
+            run_post(spec, cell, runner)
             continue
         if entry["status"] == "partial":
             print(f"[sweep] {cell.name}: interrupted earlier, removing and rerunning", flush=True)
@@ -218,7 +227,31 @@ def run_sweep(spec: SweepSpec, runner: Runner = subprocess_runner) -> list[dict[
         )
         _write_status(spec, cells, status)
         print(f"[sweep] {cell.name}: {entry['status']} (exit {rc})", flush=True)
+        if finished:
+            run_post(spec, cell, runner)
     return _write_status(spec, cells, status)
+
+
+def post_commands(spec: SweepSpec, cell: Cell) -> list[list[str]]:
+    """The ``fedpit`` commands to run on a finished cell (``{run}`` = its run directory)."""
+    return [
+        [sys.executable, "-m", "fedpit.cli", *shlex.split(step.replace("{run}", str(cell.run_dir)))]
+        for step in spec.post
+    ]
+
+
+def run_post(spec: SweepSpec, cell: Cell, runner: Runner) -> None:
+    """Run the post steps a finished cell has not done yet (each leaves a marker file)."""
+    for i, cmd in enumerate(post_commands(spec, cell)):
+        marker = cell.run_dir / f".sweep-post-{i}.done"
+        if marker.exists():
+            continue
+        print(f"[sweep] {cell.name}: {' '.join(cmd[3:])}", flush=True)
+        rc = runner(cmd, spec.root / "logs" / f"{cell.name}.post-{i}.log")
+        if rc != 0:
+            print(f"[sweep] {cell.name}: post step {i} failed (exit {rc})", flush=True)
+            return
+        marker.write_text(" ".join(cmd[3:]) + "\n")
 
 
 def _write_status(

@@ -252,3 +252,18 @@ def test_unknown_target_is_a_config_error(run_dir: Path) -> None:
     with pytest.raises(ConfigError, match="allowed"):
         attack.run_attack(run_dir, "best", generate=lambda p, s: [])
     assert not RunDir(run_dir).root.joinpath("attack", "best.json").exists()
+
+
+def test_loss_only_attack_skips_extraction_but_keeps_mia(run_dir):
+    from fedpit.eval.attack import run_attack
+
+    calls = []
+
+    def counting(prompts, spec):
+        calls.append(len(prompts))
+        return [Generation("x", True) for _ in prompts]
+
+    result = run_attack(run_dir, "global", generate=counting, extraction=False)
+    assert result["extraction"] == {"members": None, "non_members": None}
+    assert result["mia"]["auc"] is not None
+    assert sum(calls) == 0  # no canaries planted here, so nothing was generated

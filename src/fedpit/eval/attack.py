@@ -223,6 +223,7 @@ def run_attack(
     generate: GenerateFn | None = None,
     max_new_tokens: int = MAX_NEW_TOKENS,
     reference_secrets: int = REFERENCE_SECRETS,
+    extraction: bool = True,
 ) -> dict[str, Any]:
     """Attack one model of a run, write ``RUN_DIR/attack/<target>.json`` and return it.
 
@@ -235,6 +236,9 @@ def run_attack(
         generate: The generation function (default: greedy on the run's model).
         max_new_tokens: Greedy decoding budget per prompt.
         reference_secrets: Random same-format secrets per canary for its exposure.
+        extraction: Run the (slow) greedy extraction on members and non-members; without
+            it only the losses (membership inference) and the canaries are attacked,
+            which is what per-round leakage curves need.
     """
     from fedpit.generator import make_generate_fn
     from fedpit.run_data import run_data_for
@@ -263,7 +267,12 @@ def run_attack(
     losses = _losses(rt, [*members, *non_members], max_length)
     attacked = [*members, *non_members, *canaries]
     spec = GenerationSpec(max_new_tokens=max_new_tokens)
-    texts = [g.text for g in generate([rt.fmt.prompt(e) for e in attacked], spec)]
+    prompted = attacked if extraction else canaries
+    texts = (
+        [g.text for g in generate([rt.fmt.prompt(e) for e in prompted], spec)] if prompted else []
+    )
+    if not extraction:
+        texts = [""] * (len(members) + len(non_members)) + texts
     rows = extraction_rows(texts, [e.output for e in attacked], tokenize)
 
     canary_lp, reference_lp = _canary_logprobs(rt, canaries, reference_secrets, seed, max_length)
@@ -304,8 +313,8 @@ def run_attack(
         "n_members": n_m,
         "n_non_members": n_n,
         "extraction": {
-            "members": summarise_extraction(rows[:n_m]),
-            "non_members": summarise_extraction(rows[n_m : n_m + n_n]),
+            "members": summarise_extraction(rows[:n_m]) if extraction else None,
+            "non_members": summarise_extraction(rows[n_m : n_m + n_n]) if extraction else None,
         },
         "mia": mia_result,
         "canaries": canary_summary(

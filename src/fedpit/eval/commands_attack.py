@@ -40,6 +40,11 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
     cmd.add_argument(
         "--limit", type=int, default=0, help="at most N members and N non-members (0: all)"
     )
+    cmd.add_argument(
+        "--extraction-every-round",
+        action="store_true",
+        help="also run greedy extraction on round:N targets (default: losses and canaries only)",
+    )
     cmd.add_argument("--seed", type=int, default=0, help="seed of the subsample and references")
     cmd.set_defaults(func=cmd_attack)
 
@@ -53,7 +58,10 @@ def cmd_attack(args: argparse.Namespace) -> int:
         targets = [*targets, *(t for t in default_targets(args.run_dir, True) if t not in targets)]
     print(HEADER)
     for target in targets:
-        print(format_row(run_attack(args.run_dir, target, args.limit, args.seed)), flush=True)
+        # Per-round targets get the cheap loss-based attacks unless asked for more.
+        full = not target.startswith("round:") or args.extraction_every_round
+        result = run_attack(args.run_dir, target, args.limit, args.seed, extraction=full)
+        print(format_row(result), flush=True)
     print(f"results: {Path(args.run_dir) / 'attack'}")
     return 0
 
