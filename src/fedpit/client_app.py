@@ -32,7 +32,7 @@ from fedpit.records import (
 )
 from fedpit.run_data import client_examples, client_test_examples
 from fedpit.runtime import get_runtime, set_threads
-from fedpit.scoring import response_nll
+from fedpit.scoring import mean_loss
 
 app = ClientApp()
 
@@ -93,16 +93,7 @@ def evaluate(msg: Message, context: Context) -> Message:
     rt = get_runtime(cfg.model, cfg.lora)
     set_state(rt.model, PUBLIC, record_to_state(msg.content[ARRAYS]))
     rt.model.set_adapter(PUBLIC)
-    losses = response_nll(
-        rt.model,
-        rt.tokenizer,
-        [rt.fmt.prompt(e) for e in held_out],
-        [e.output for e in held_out],
-        cfg.model.max_length,
-    )
-    metrics = {
-        NUM_EXAMPLES: float(len(held_out)),
-        EVAL_LOSS: sum(losses) / len(losses) if losses else 0.0,
-    }
+    loss = mean_loss(rt, held_out, cfg.model.max_length)
+    metrics = {NUM_EXAMPLES: float(len(held_out)), EVAL_LOSS: loss if held_out else 0.0}
     check_counters(metrics, EVAL_COUNTERS)
     return Message(RecordDict({METRICS: MetricRecord(metrics)}), reply_to=msg)

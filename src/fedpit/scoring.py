@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 
 from fedpit.batching import collate, encode_pair, length_batches, per_example_nll
+from fedpit.data.example import Example
+
+if TYPE_CHECKING:
+    from fedpit.runtime import Runtime
 
 
 @torch.no_grad()
@@ -40,3 +45,17 @@ def response_nll(
             out[i] = (nll[j] / count[j].clamp(min=1)).item() if count[j] > 0 else float("nan")
     model.train(was_training)
     return out
+
+
+def mean_loss(rt: Runtime, examples: Sequence[Example], max_length: int) -> float:
+    """Mean response NLL of ``examples`` under the runtime's active adapter (nan if none)."""
+    if not examples:
+        return float("nan")
+    nll = response_nll(
+        rt.model,
+        rt.tokenizer,
+        [rt.fmt.prompt(e) for e in examples],
+        [e.output for e in examples],
+        max_length,
+    )
+    return sum(nll) / len(nll)

@@ -16,24 +16,14 @@ from fedpit.records import config_to_record, record_to_state, state_to_record
 from fedpit.run_data import RunData, provenance, run_data_for
 from fedpit.rundir import RunDir, append_jsonl, create_run_dir, write_json
 from fedpit.runtime import Runtime, get_runtime, set_threads
-from fedpit.scoring import response_nll
+from fedpit.scoring import mean_loss
 from fedpit.strategy import build_strategy
 
 
 def test_loss(rt: Runtime, run_data: RunData, max_length: int) -> float:
     """Mean response NLL of the held-out test set under the ``public`` adapter."""
-    test = run_data.split.test
-    if not test:
-        return float("nan")
     rt.model.set_adapter(PUBLIC)
-    nll = response_nll(
-        rt.model,
-        rt.tokenizer,
-        [rt.fmt.prompt(e) for e in test],
-        [e.output for e in test],
-        max_length,
-    )
-    return sum(nll) / len(nll)
+    return mean_loss(rt, run_data.split.test, max_length)
 
 
 def run_server(grid: Grid, cfg: RunConfig, rd: RunDir) -> dict[str, object]:

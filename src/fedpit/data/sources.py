@@ -120,18 +120,31 @@ def resolve_data(name: str) -> DataSource:
 
 
 def _find_medquad() -> Path | None:
+    return find_data_file(MEDQUAD_FILE)
+
+
+def find_data_file(filename: str) -> Path | None:
+    """Locate a shared data file such as ``medquad.jsonl``; None if absent.
+
+    It is looked up in ``$FEDPIT_DATA_DIR`` when that is set (and only there), else in
+    ``../shared/data/`` beside the project root.
+
+    Raises:
+        DataError: If ``$FEDPIT_DATA_DIR`` is set but lacks the file (never a silent
+            switch to another location).
+    """
     data_dir = os.environ.get(DATA_DIR_ENV)
     if data_dir:
         # An explicit directory is never second-guessed: a missing file is an error.
-        path = Path(data_dir).expanduser() / MEDQUAD_FILE
+        path = Path(data_dir).expanduser() / filename
         if not path.is_file():
             raise DataError(
-                f"{DATA_DIR_ENV}={data_dir} but {path} does not exist; put {MEDQUAD_FILE} "
+                f"{DATA_DIR_ENV}={data_dir} but {path} does not exist; put {filename} "
                 f"there or unset {DATA_DIR_ENV} to use ../shared/data/ beside the project"
             )
         return path
     for root in _project_roots():
-        path = root.parent / "shared" / "data" / MEDQUAD_FILE
+        path = root.parent / "shared" / "data" / filename
         if path.is_file():
             return path
     return None

@@ -7,7 +7,6 @@ and ``.jsonl`` (one row per example: question, reference, answer, scores).
 from __future__ import annotations
 
 import json
-import os
 import random
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,7 +16,7 @@ import numpy as np
 
 from fedpit.data.example import Example
 from fedpit.data.load import load_examples
-from fedpit.data.sources import DATA_DIR_ENV
+from fedpit.data.sources import DATA_DIR_ENV, find_data_file
 from fedpit.errors import DataError
 from fedpit.eval.metrics import Embed, rouge_l, semantic_similarity, token_f1
 from fedpit.eval.targets import BASE, GLOBAL, Target, activate, run_config
@@ -87,23 +86,9 @@ def find_medinstruct() -> Path:
     project root (the directory whose pyproject.toml names ``fedpit``, above this file
     or the working directory).
     """
-    data_dir = os.environ.get(DATA_DIR_ENV)
-    if data_dir:
-        path = Path(data_dir).expanduser() / MEDINSTRUCT_FILE
-        if not path.is_file():
-            raise DataError(
-                f"{DATA_DIR_ENV}={data_dir} but {path} does not exist; put {MEDINSTRUCT_FILE} "
-                f"there or unset {DATA_DIR_ENV} to use ../shared/data/ beside the project"
-            )
+    path = find_data_file(MEDINSTRUCT_FILE)
+    if path is not None:
         return path
-    for start in (Path(__file__).resolve().parent, Path.cwd().resolve()):
-        for directory in (start, *start.parents):
-            pyproject = directory / "pyproject.toml"
-            if pyproject.is_file() and 'name = "fedpit"' in pyproject.read_text("utf-8"):
-                path = directory.parent / "shared" / "data" / MEDINSTRUCT_FILE
-                if path.is_file():
-                    return path
-                break
     raise DataError(
         f"test set 'medinstruct' needs {MEDINSTRUCT_FILE} in ../shared/data/ beside the "
         f"project or in ${DATA_DIR_ENV}"
