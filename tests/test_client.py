@@ -82,6 +82,11 @@ def test_fedpit_upload_is_exactly_the_mix_and_allowlisted_counters(
     # Private text stays in the client's directory, not in the upload.
     assert (tmp_path / "synthetic" / "round-001.jsonl").exists()
     assert (tmp_path / "adapters" / LOCAL / "adapter_model.safetensors").exists()
+    # The client keeps its own copy of exactly what it sent (the `upload:ID` attack target).
+    from safetensors.torch import load_file
+
+    sent = load_file(str(tmp_path / "adapters" / "upload" / "adapter_model.safetensors"))
+    assert all(torch.equal(sent[k], update.state[k]) for k in update.state)
 
 
 def test_no_private_text_or_ifs_in_the_outgoing_message(tiny_model_dir, tmp_path, scripted_synth):

@@ -242,6 +242,8 @@ def _fedavg(r: _Round, synth: SynthResult | None, state_dir: Path) -> State:
     return r.state(LOCAL)
 
 
+UPLOAD = "upload"
+
 CLIENT_ROUNDS = {
     "fedpit": _fedpit,
     "fedpit-v1": _fedpit_v1,
@@ -271,8 +273,11 @@ def run_client_round(
             with r.phase("synth"):
                 synth = synthesize(rt, cfg, info, private, PUBLIC)  # generator = W_g
         upload = CLIENT_ROUNDS[cfg.method](r, synth, state_dir)  # type: ignore[arg-type]
+    adapters = state_dir / "adapters"
     if cfg.method in ("fedpit", "fedpit-v1"):
-        save_adapter(r.state(LOCAL), cfg.lora, rt.base_name, state_dir / "adapters" / LOCAL)
+        save_adapter(r.state(LOCAL), cfg.lora, rt.base_name, adapters / LOCAL)
+    # The client's own copy of what it sent (an attack target: what the server sees).
+    save_adapter(upload, cfg.lora, rt.base_name, adapters / UPLOAD)
     counters = upload_metrics(
         num_examples=len(private),
         synth=synth,

@@ -248,7 +248,7 @@ def run_attack(
     cfg, rt = load_runtime(rd.root)
     split = run_data_for(cfg).split
     client_ids = [str(i) for i in range(len(split.clients))]
-    if target_name.startswith("client:"):
+    if target_name.startswith(("client:", "upload:")):
         client_ids = [target_name.split(":", 1)[1]]
     private = [e for c in client_ids for e in split.clients[int(c)]]
     rng = random.Random(seed)

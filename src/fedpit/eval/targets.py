@@ -5,7 +5,9 @@ A target string names it:
 - ``base``: the base model alone (the floor every attack is compared against);
 - ``global``: the run's final global adapter; ``round:N``: the global adapter after round N;
 - ``client:ID``: client ID's personalised model (its local adapter W_l), or, for the
-  standalone baselines, its own model.
+  standalone baselines, its own model;
+- ``upload:ID``: what client ID last sent to the server (W_a for FedPIT) — the model an
+  honest-but-curious server holds.
 """
 
 from __future__ import annotations
@@ -51,11 +53,13 @@ def resolve_target(run_dir: Path, name: str) -> Target:
         path = rd.final_adapter
     elif name.startswith("round:"):
         path = rd.round_adapter(_int(name, "round:"))
+    elif name.startswith("upload:"):
+        path = rd.client_dir(_int(name, "upload:")) / "adapters" / "upload"
     elif name.startswith("client:"):
         client = rd.client_dir(_int(name, "client:")) / "adapters"
         path = client / "local" if (client / "local").exists() else client / "model"
     else:
-        raise ConfigError(f"target {name!r}; allowed: base, global, round:N, client:ID")
+        raise ConfigError(f"target {name!r}; allowed: base, global, round:N, client:ID, upload:ID")
     if not (path / "adapter_model.safetensors").is_file():
         raise ConfigError(f"target {name!r}: no adapter at {path}")
     return Target(name, path)

@@ -1,0 +1,29 @@
+import pytest
+
+from fedpit.config import from_flat
+from fedpit.errors import ConfigError
+from fedpit.eval.targets import resolve_target
+from fedpit.rundir import create_run_dir
+
+
+def test_targets_map_to_the_runs_adapter_directories(tmp_path):
+    rd = create_run_dir(from_flat({"run-dir": str(tmp_path / "run")}))
+    for path in (
+        rd.final_adapter,
+        rd.round_adapter(2),
+        rd.client_dir(1) / "adapters" / "local",
+        rd.client_dir(1) / "adapters" / "upload",
+    ):
+        path.mkdir(parents=True)
+        (path / "adapter_model.safetensors").write_bytes(b"x")
+    assert resolve_target(rd.root, "base").adapter_dir is None
+    assert resolve_target(rd.root, "global").adapter_dir == rd.final_adapter
+    assert resolve_target(rd.root, "round:2").adapter_dir == rd.round_adapter(2)
+    assert resolve_target(rd.root, "client:1").adapter_dir.name == "local"
+    assert resolve_target(rd.root, "upload:1").adapter_dir.name == "upload"
+    with pytest.raises(ConfigError, match="no adapter"):
+        resolve_target(rd.root, "upload:0")
+    with pytest.raises(ConfigError, match="expected round:<integer>"):
+        resolve_target(rd.root, "round:x")
+    with pytest.raises(ConfigError, match="allowed: base, global"):
+        resolve_target(rd.root, "server")
