@@ -153,7 +153,8 @@ def sequence_logprobs(
     rt: Runtime, prompts: Sequence[str], responses: Sequence[str], max_length: int
 ) -> list[float]:
     """Total log-probability (nats) of each response given its prompt, active adapter."""
-    nll = response_nll(rt.model, rt.tokenizer, prompts, responses, max_length)
+    # Canary references are short and many: larger batches than the scoring default.
+    nll = response_nll(rt.model, rt.tokenizer, prompts, responses, max_length, batch_size=32)
     counts = [
         encode_pair(rt.tokenizer, p, r, max_length).num_target_tokens
         for p, r in zip(prompts, responses, strict=True)
