@@ -45,6 +45,14 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
         action="store_true",
         help="also run greedy extraction on round:N targets (default: losses and canaries only)",
     )
+    cmd.add_argument(
+        "--canary-references",
+        type=int,
+        default=100,
+        metavar="N",
+        help="random same-format secrets per canary for its exposure (a quarter of them on "
+        "round:N targets); exposure is at most log2(N+1) bits",
+    )
     cmd.add_argument("--seed", type=int, default=0, help="seed of the subsample and references")
     cmd.set_defaults(func=cmd_attack)
 
@@ -60,7 +68,11 @@ def cmd_attack(args: argparse.Namespace) -> int:
     for target in targets:
         # Per-round targets get the cheap loss-based attacks unless asked for more.
         full = not target.startswith("round:") or args.extraction_every_round
-        result = run_attack(args.run_dir, target, args.limit, args.seed, extraction=full)
+        # Exposure needs a forward pass per reference secret: fewer on per-round curves.
+        refs = args.canary_references if full else max(1, args.canary_references // 4)
+        result = run_attack(
+            args.run_dir, target, args.limit, args.seed, extraction=full, reference_secrets=refs
+        )
         print(format_row(result), flush=True)
     print(f"results: {Path(args.run_dir) / 'attack'}")
     return 0
