@@ -1,0 +1,131 @@
+"""The benchmark's pure helpers (no timing assertions, no default-model runs)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import psutil
+import pytest
+from bench.run import (
+    PHASES,
+    RssSampler,
+    build_rows,
+    count_new_tokens,
+    decode_bound,
+    format_table,
+    model_flops_utilisation,
+    phase_seconds,
+    tree_rss,
+)
+
+
+def test_count_new_tokens_counts_eos_not_padding():
+    assert count_new_tokens([5, 6, 7], eos_id=2, pad_id=0) == 3
+    assert count_new_tokens([5, 6, 2, 0, 0], eos_id=2, pad_id=0) == 3  # eos counts
+    assert count_new_tokens([5, 6, 0, 0], eos_id=2, pad_id=0) == 2  # stopped by a stop string
+    assert count_new_tokens([5, 2, 2, 2], eos_id=2, pad_id=2) == 2  # pad == eos
+    assert count_new_tokens([], eos_id=2, pad_id=2) == 0
+    assert count_new_tokens([5, 6], eos_id=None, pad_id=None) == 2
+
+
+def test_format_table_aligns_columns():
+    table = format_table(["a", "bee"], [["xx", 1], ["y", None]])
+    lines = table.splitlines()
+    assert lines[0] == "| a  | bee |"
+    assert lines[1] == "|----|-----|"
+    assert lines[2] == "| xx | 1   |"
+    assert lines[3] == "| y  |     |"
+    assert len({len(line) for line in lines}) == 1
+
+
+def test_flop_utilisation_arithmetic():
+    # 6 · 100 params · 1000 tokens / 2 s = 300,000 FLOP/s; peak 1.2 MFLOP/s → 25 %.
+    out = model_flops_utilisation(tokens=1000, seconds=2.0, params=100, peak_flops=1.2e6)
+    assert out["model_flops_per_s"] == pytest.approx(3e5)
+    assert out["mfu"] == pytest.approx(0.25)
+    assert model_flops_utilisation(10, 0.0, 100, 1e6)["mfu"] == 0.0
+
+
+def test_decode_bound_arithmetic():
+    # 0.5 GB of weights at 10 GB/s: 20 tokens/s single-stream, 16 × that at batch 16.
+    assert decode_bound(0.5e9, 10e9) == pytest.approx(20.0)
+    assert decode_bound(0.5e9, 10e9, batch=16) == pytest.approx(320.0)
+
+
+def test_rss_sampler_sees_a_process_tree():
+    # A shell with a sleeping child: the tree holds at least two processes.
+    proc = subprocess.Popen(["sh", "-c", "sleep 1.5 & wait"])
+    with RssSampler(proc.pid, interval=0.1) as sampler:
+        proc.wait()
+    assert sampler.samples >= 2
+    assert sampler.peak > 0
+    assert tree_rss(proc.pid) == 0  # gone
+
+
+def test_rss_sampler_counts_children():
+    code = "import subprocess, sys, time; p = subprocess.Popen(['sleep', '5']); time.sleep(5)"
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        for _ in range(50):
+            if psutil.Process(proc.pid).children():
+                break
+            subprocess.run(["sleep", "0.1"], check=True)
+        child = psutil.Process(proc.pid).children()[0]
+        own = psutil.Process(proc.pid).memory_info().rss
+        assert tree_rss(proc.pid) == pytest.approx(own + child.memory_info().rss, rel=0.1)
+    finally:
+        for p in psutil.Process(proc.pid).children():
+            p.kill()
+        proc.kill()
+        proc.wait()
+
+
+def test_phase_seconds_reads_a_run_dir(tmp_path):
+    for client, rows in {"0": [1.0, 3.0], "1": [2.0]}.items():
+        d = tmp_path / "clients" / client
+        d.mkdir(parents=True)
+        lines = [
+            json.dumps({"round": i + 1, "counters": {f"seconds-{p}": s for p in PHASES}})
+            for i, s in enumerate(rows)
+        ]
+        (d / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    (tmp_path / "summary.json").write_text(json.dumps({"method": "fedpit", "seconds": 42.0}))
+    out = phase_seconds(tmp_path)
+    assert out["client_rounds"] == 3
+    assert out["mean"]["synth"] == pytest.approx(2.0)
+    assert out["max"]["total"] == pytest.approx(3.0)
+    assert out["run_seconds"] == 42.0
+    assert out["method"] == "fedpit"
+    rows = build_rows({"phases": out})
+    assert len(rows) == len(PHASES) + 1
+
+
+def test_build_rows_formats_every_section():
+    results = {
+        "limits": {"matmul_flops": 1.4e11, "bandwidth_bytes_per_s": 1e10},
+        "generation": {
+            "ours": {"tokens_per_s": 80.0},
+            "naive": {"tokens_per_s": 13.0},
+            "speedup": 80 / 13,
+            "outputs_equal": True,
+            "batch_size": 16,
+            "bound_batch1": 18.0,
+            "bound_batched": 288.0,
+        },
+        "training": {
+            "ours": {"tokens_per_s": 150.0, "mean_loss": 1.5, "mfu": 0.5},
+            "trl": {"tokens_per_s": 75.0, "mean_loss": 1.52, "mfu": 0.25},
+            "speedup": 2.0,
+        },
+        "memory": {
+            "runs": [{"clients": 1, "peak_rss_gb": 2.0}, {"clients": 10, "peak_rss_gb": 2.4}],
+            "ratio": 1.2,
+        },
+    }
+    table = format_table(["m", "v", "b", "r", "t"], build_rows(results))
+    assert "6.15×" in table
+    assert "2.00×" in table
+    assert "1.20×" in table
+    assert "50.0% / 25.0%" in table
