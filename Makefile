@@ -38,8 +38,8 @@ test-fast: setup
 	$(VENV)/bin/pytest -q -m "not integration"
 
 lint: setup
-	$(VENV)/bin/ruff check src tests
-	$(VENV)/bin/ruff format --check src tests
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff format --check src tests bench
 
 clean-venv:
 	rm -rf $(VENV)
