@@ -4,6 +4,7 @@ import dataclasses
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from fedpit import client as client_mod
 from fedpit.adapters import LOCAL, PUBLIC, get_state, initial_state, mix
@@ -148,7 +149,7 @@ def test_fedpit_v1_uploads_w_s_and_keeps_w_l_across_rounds(
     first = run_client_round(rt, cfg, RoundInfo(0, 1, 2, 0), private, g, tmp_path)
     assert all(torch.equal(first.state[k], get_state(rt.model, PUBLIC)[k]) for k in g)
     kept = get_state(rt.model, LOCAL)
-    assert (tmp_path / "adapters" / "local-v1.pt").exists()
+    assert (tmp_path / "adapters" / "local" / "adapter_model.safetensors").exists()
     run_client_round(rt, cfg, RoundInfo(0, 2, 2, 0), private, first.state, tmp_path)
     # Round 2 continued from the persisted W_l, not from W_g.
     fresh = tiny_runtime(tiny_model_dir)
@@ -161,6 +162,6 @@ def test_fedpit_v1_uploads_w_s_and_keeps_w_l_across_rounds(
         tmp_path / "other",
     )
     del fresh_update, kept
-    a = torch.load(tmp_path / "adapters" / "local-v1.pt")
-    b = torch.load(tmp_path / "other" / "adapters" / "local-v1.pt")
+    a = load_file(str(tmp_path / "adapters" / "local" / "adapter_model.safetensors"))
+    b = load_file(str(tmp_path / "other" / "adapters" / "local" / "adapter_model.safetensors"))
     assert any(not torch.equal(a[k], b[k]) for k in a)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
 
 from fedpit.adapters import (
     LOCAL,
@@ -217,14 +218,13 @@ def _fedpit(r: _Round, synth: SynthResult, state_dir: Path) -> State:
 
 def _fedpit_v1(r: _Round, synth: SynthResult, state_dir: Path) -> State:
     """v1: W_l persists on the client and also learns from synthetic data; upload W_s."""
-    persisted = state_dir / "adapters" / "local-v1.pt"
+    # W_l persists as the client's PEFT adapter (saved after every round, see below).
+    persisted = state_dir / "adapters" / LOCAL / "adapter_model.safetensors"
     if persisted.exists():
-        set_state(r.rt.model, LOCAL, torch.load(persisted, weights_only=True))
+        set_state(r.rt.model, LOCAL, load_file(str(persisted)))
     selected = r.select(LOCAL, synth)  # scored by the client's persisted local model
     r.train(PUBLIC, selected, "public")
     r.train(LOCAL, [*r.private, *selected], "local")
-    persisted.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(r.state(LOCAL), persisted)
     return r.state(PUBLIC)
 
 
