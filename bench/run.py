@@ -131,40 +131,52 @@ def fmt_ratio(value: float | None) -> str:
     return "–" if value is None else f"{value:.2f}×"
 
 
-def tree_rss(pid: int) -> int:
-    """Summed resident set size in bytes of process ``pid`` and all its descendants."""
+def tree_memory(pid: int) -> tuple[int, int]:
+    """Summed RSS and PSS in bytes of process ``pid`` and all its descendants.
+
+    RSS counts a page shared by several processes (mmap'd weights, libraries) once per
+    process; PSS splits it among them, so summed PSS is the memory the tree really uses.
+    """
     try:
         root = psutil.Process(pid)
         procs = [root, *root.children(recursive=True)]
     except psutil.NoSuchProcess:
-        return 0
-    total = 0
+        return 0, 0
+    rss = pss = 0
     for proc in procs:
         with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
-            total += proc.memory_info().rss
-    return total
+            info = proc.memory_full_info()
+            rss += info.rss
+            pss += getattr(info, "pss", info.rss)
+    return rss, pss
+
+
+def tree_rss(pid: int) -> int:
+    """Summed resident set size in bytes of process ``pid`` and all its descendants."""
+    return tree_memory(pid)[0]
 
 
 class RssSampler:
-    """Samples the summed RSS of a process tree on a background thread.
+    """Samples the summed RSS and PSS of a process tree on a background thread.
 
-    Use as a context manager around the process's lifetime; ``peak`` is the largest
-    sample (bytes). Shared pages (the same mmap'd weights in several processes) count
-    once per process, as RSS does.
+    Use as a context manager around the process's lifetime; ``peak`` / ``peak_pss`` are
+    the largest samples (bytes).
     """
 
     def __init__(self, pid: int, interval: float = 0.5) -> None:
         self.pid = pid
         self.interval = interval
         self.peak = 0
+        self.peak_pss = 0
         self.samples = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         while True:
-            rss = tree_rss(self.pid)
+            rss, pss = tree_memory(self.pid)
             self.peak = max(self.peak, rss)
+            self.peak_pss = max(self.peak_pss, pss)
             self.samples += 1
             if self._stop.wait(self.interval):
                 return
@@ -572,20 +584,35 @@ def simulation_peak(
     return {
         "clients": num_clients,
         "peak_rss_gb": sampler.peak / GB,
+        "peak_pss_gb": sampler.peak_pss / GB,
         "samples": sampler.samples,
         "seconds": time.perf_counter() - t0,
         "command": " ".join(cmd[1:]),
     }
 
 
+MEMORY_ARRANGEMENTS = {
+    "default": [],  # workers = fed.parallel-clients auto: min(clients, CPUs + 1, memory)
+    "one worker": ["fed.parallel-clients=1"],  # every client in one process, one base model
+}
+
+
 def bench_memory(counts: Sequence[int], overrides: Sequence[str], work: Path) -> dict[str, Any]:
-    """Peak summed RSS for each client count, and the ratio of the last to the first."""
-    runs = [simulation_peak(n, overrides, work) for n in counts]
-    return {
-        "runs": runs,
-        "ratio": runs[-1]["peak_rss_gb"] / runs[0]["peak_rss_gb"],
-        "overrides": list(overrides),
-    }
+    """Peak summed RSS/PSS per client count, for each worker arrangement.
+
+    The ratio is the last count's peak over the first's (PSS: memory really used).
+    """
+    out: dict[str, Any] = {"overrides": list(overrides), "arrangements": {}}
+    for name, extra in MEMORY_ARRANGEMENTS.items():
+        sub = work / name.replace(" ", "-")
+        sub.mkdir(parents=True, exist_ok=True)
+        runs = [simulation_peak(n, [*overrides, *extra], sub) for n in counts]
+        out["arrangements"][name] = {
+            "runs": runs,
+            "ratio": runs[-1]["peak_pss_gb"] / runs[0]["peak_pss_gb"],
+            "ratio_rss": runs[-1]["peak_rss_gb"] / runs[0]["peak_rss_gb"],
+        }
+    return out
 
 
 # --------------------------------------------------------------------------- main
@@ -653,17 +680,19 @@ def build_rows(results: dict[str, Any]) -> list[list[str]]:
                 "comparable",
             ]
         )
-    if mem:
-        first, last = mem["runs"][0], mem["runs"][-1]
-        rows.append(
-            [
-                f"peak RSS GB ({last['clients']} vs {first['clients']} clients)",
-                fmt_num(last["peak_rss_gb"], 2),
-                fmt_num(first["peak_rss_gb"], 2),
-                fmt_ratio(mem["ratio"]),
-                f"≤ {TARGETS['memory']}×",
-            ]
-        )
+    for name, arr in (mem or {}).get("arrangements", {}).items():
+        first, last = arr["runs"][0], arr["runs"][-1]
+        kinds = (("PSS", "peak_pss_gb", "ratio"), ("RSS", "peak_rss_gb", "ratio_rss"))
+        for kind, key, ratio in kinds:
+            rows.append(
+                [
+                    f"peak {kind} GB, {name} ({last['clients']} vs {first['clients']} clients)",
+                    fmt_num(last[key], 2),
+                    fmt_num(first[key], 2),
+                    fmt_ratio(arr[ratio]),
+                    f"≤ {TARGETS['memory']}×" if kind == "PSS" else "shared pages per process",
+                ]
+            )
     if phases:
         for p in PHASES:
             rows.append(

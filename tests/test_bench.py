@@ -61,6 +61,7 @@ def test_rss_sampler_sees_a_process_tree():
         proc.wait()
     assert sampler.samples >= 2
     assert sampler.peak > 0
+    assert 0 < sampler.peak_pss <= sampler.peak  # PSS splits shared pages
     assert tree_rss(proc.pid) == 0  # gone
 
 
@@ -120,8 +121,16 @@ def test_build_rows_formats_every_section():
             "speedup": 2.0,
         },
         "memory": {
-            "runs": [{"clients": 1, "peak_rss_gb": 2.0}, {"clients": 10, "peak_rss_gb": 2.4}],
-            "ratio": 1.2,
+            "arrangements": {
+                "one worker": {
+                    "runs": [
+                        {"clients": 1, "peak_rss_gb": 2.0, "peak_pss_gb": 1.5},
+                        {"clients": 10, "peak_rss_gb": 2.4, "peak_pss_gb": 1.8},
+                    ],
+                    "ratio": 1.2,
+                    "ratio_rss": 1.2,
+                }
+            }
         },
     }
     table = format_table(["m", "v", "b", "r", "t"], build_rows(results))

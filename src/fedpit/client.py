@@ -33,7 +33,7 @@ from fedpit.config import RunConfig
 from fedpit.data.example import Example
 from fedpit.generator import make_generate_fn
 from fedpit.privacy import upload_metrics
-from fedpit.runtime import Runtime
+from fedpit.runtime import Runtime, release_memory
 from fedpit.scoring import response_nll
 from fedpit.synth.pipeline import SynthResult, generate_synthetic
 from fedpit.synth.select import ifs, select_lowest
@@ -162,8 +162,11 @@ class _Round:
     def phase(self, name: str) -> Iterator[None]:
         """Time a phase into the allowlisted ``seconds-<name>`` counter."""
         t0 = time.perf_counter()
-        yield
-        self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t0
+        try:
+            yield
+        finally:
+            release_memory()
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t0
 
     def train(
         self,

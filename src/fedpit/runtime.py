@@ -7,7 +7,10 @@ adapters explicitly at the start of every round.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import functools
+import gc
 import os
 from dataclasses import dataclass
 
@@ -45,6 +48,30 @@ def set_threads(threads: int) -> None:
             else os.cpu_count() or 1
         )
     torch.set_num_threads(threads)
+
+
+@functools.lru_cache(maxsize=1)
+def _libc() -> ctypes.CDLL | None:
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+    except OSError:
+        return None
+    return libc if libc is not None and hasattr(libc, "malloc_trim") else None
+
+
+def release_memory() -> None:
+    """Hand freed activation memory back to the operating system.
+
+    glibc keeps the memory of freed tensors in its heaps: after one training step of the
+    default model a worker still holds ≈ 3.3 GB resident although live tensors need ≈ 0.6
+    (measured). Simulation workers sit idle between phases and rounds, so without this
+    every parallel worker would hold its peak and their peaks would add up.
+    """
+    gc.collect()
+    libc = _libc()
+    if libc is not None:  # glibc only; elsewhere the allocator decides
+        libc.malloc_trim(0)
 
 
 @functools.lru_cache(maxsize=1)
