@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from fedpit.adapters import LOCAL, get_state
-from fedpit.batching import IGNORE_INDEX, encode_pair
+from fedpit.batching import IGNORE_INDEX, Encoded, encode_pair, micro_batches
 from fedpit.scoring import response_nll
 from fedpit.train import cosine_lr, train_adapter
 from tests.helpers import examples, tiny_runtime
@@ -99,3 +99,18 @@ def test_micro_batches_give_the_same_update_as_one_batch(tiny_model_dir):
 
     whole, micro = run(0), run(2)
     assert all(torch.allclose(whole[k], micro[k], atol=1e-5) for k in whole)
+
+
+def test_micro_batches_group_by_length_and_keep_every_example():
+    lengths = [9, 2, 7, 3, 8, 1]
+    items = [Encoded(list(range(n)), [IGNORE_INDEX] * n) for n in lengths]
+    chunks = micro_batches(items, 2)
+    assert [[len(e.input_ids) for e in c] for c in chunks] == [[1, 2], [3, 7], [8, 9]]
+    assert sorted(id(e) for c in chunks for e in c) == sorted(id(e) for e in items)
+    # Padded tokens paid: sorted (2 + 7 + 9) · 2 = 36 vs (9 + 7 + 8) · 2 = 48 in input order.
+    def padded(groups):
+        return sum(max(len(e.input_ids) for e in g) * len(g) for g in groups)
+
+    assert padded(chunks) == 36
+    assert padded([items[k : k + 2] for k in range(0, 6, 2)]) == 48
+    assert [len(c) for c in micro_batches(items, 0)] == [6]

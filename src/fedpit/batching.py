@@ -41,6 +41,18 @@ def encode_pair(tokenizer: object, prompt: str, response: str, max_length: int) 
     return Encoded(p_ids + r_ids, [IGNORE_INDEX] * len(p_ids) + r_ids)
 
 
+def micro_batches(items: Sequence[Encoded], size: int) -> list[list[Encoded]]:
+    """Split one optimiser batch into micro-batches of ``size``, grouped by length.
+
+    Sorting by length before splitting puts long examples with long ones, so each
+    micro-batch pads to a width near its own examples' (dynamic padding pays only for
+    what it holds). The step is unchanged: the loss is normalised by the whole batch.
+    """
+    ordered = sorted(items, key=lambda e: len(e.input_ids))
+    size = size or len(ordered) or 1
+    return [ordered[k : k + size] for k in range(0, len(ordered), size)]
+
+
 def collate(items: Sequence[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
     """Right-pad a batch (for teacher-forced training and scoring)."""
     width = max(len(e.input_ids) for e in items)

@@ -12,7 +12,7 @@ import torch
 from tqdm.auto import tqdm
 
 from fedpit.adapters import trainable_parameters
-from fedpit.batching import Encoded, collate, per_example_nll
+from fedpit.batching import Encoded, collate, micro_batches, per_example_nll
 
 
 def cosine_lr(lr0: float, lr_min: float, server_round: int, num_rounds: int) -> float:
@@ -89,10 +89,8 @@ def train_adapter(
             # (loss normalised by the whole batch's target tokens), less activation memory.
             batch_tokens = max(1, sum(e.num_target_tokens for e in items))
             loss_value = 0.0
-            for k in range(0, len(items), micro):
-                batch = {
-                    kk: v.to(device) for kk, v in collate(items[k : k + micro], pad_id).items()
-                }
+            for chunk in micro_batches(items, micro):
+                batch = {kk: v.to(device) for kk, v in collate(chunk, pad_id).items()}
                 nll, _ = per_example_nll(model, batch)
                 part = nll.sum() / batch_tokens
                 part.backward()
