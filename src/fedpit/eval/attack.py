@@ -33,7 +33,7 @@ from fedpit.eval.targets import BASE, GLOBAL, activate, load_runtime, resolve_ta
 from fedpit.generation import GenerateFn, GenerationSpec
 from fedpit.rundir import RunDir, read_jsonl, write_atomic, write_json
 from fedpit.runtime import Runtime
-from fedpit.scoring import response_nll
+from fedpit.scoring import response_nll, shared_prefix_logprobs
 from fedpit.synth.rouge import rouge_l
 
 MAX_NEW_TOKENS = 64
@@ -149,19 +149,6 @@ def text_of(example: Example) -> str:
     return "\n".join(p for p in parts if p)
 
 
-def sequence_logprobs(
-    rt: Runtime, prompts: Sequence[str], responses: Sequence[str], max_length: int
-) -> list[float]:
-    """Total log-probability (nats) of each response given its prompt, active adapter."""
-    # Canary references are short and many: larger batches than the scoring default.
-    nll = response_nll(rt.model, rt.tokenizer, prompts, responses, max_length, batch_size=32)
-    counts = [
-        encode_pair(rt.tokenizer, p, r, max_length).num_target_tokens
-        for p, r in zip(prompts, responses, strict=True)
-    ]
-    return [-n * c for n, c in zip(nll, counts, strict=True)]
-
-
 def _losses(rt: Runtime, examples: Sequence[Example], max_length: int) -> list[float]:
     if not examples:
         return []
@@ -180,7 +167,9 @@ def _canary_logprobs(
         rng = random.Random(f"{seed}/{c.id}")
         refs = [draw(rng) for _ in range(n_refs)]
         prompt = rt.fmt.prompt(c)
-        lps = sequence_logprobs(rt, [prompt] * (n_refs + 1), [c.output, *refs], max_length)
+        # One prompt, one wording, different digits: the shared prefix runs once.
+        encoded = [encode_pair(rt.tokenizer, prompt, r, max_length) for r in [c.output, *refs]]
+        lps = shared_prefix_logprobs(rt.model, encoded, rt.tokenizer.pad_token_id)
         canary_lp.append(lps[0])
         reference_lp.append(lps[1:])
     return canary_lp, reference_lp
