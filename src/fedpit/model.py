@@ -95,6 +95,52 @@ def resolve_source(name: str) -> ModelSource:
     return ModelSource(name, name)
 
 
+def check_hub_model(name: str) -> None:
+    """Fail fast, in one line, unless a hub id is in the local cache or on a reachable hub.
+
+    Without this check ``from_pretrained`` retries for ~25 s and then raises a long error
+    from inside a simulation worker, after the run directory was created.
+
+    Raises:
+        ModelError: If the model is not cached and the hub is switched off, unreachable,
+            or has no model of that id.
+    """
+    import huggingface_hub
+    from huggingface_hub.errors import HFValidationError, RepositoryNotFoundError
+
+    allowed = "allowed: 'smollm2', a local model directory, a .gguf file or a hub id"
+    local = (
+        f"download it where the hub is reachable (hf download {name} --local-dir DIR), "
+        "copy DIR here and set model.name=DIR"
+    )
+    try:
+        if isinstance(huggingface_hub.try_to_load_from_cache(name, "config.json"), str):
+            return
+        if huggingface_hub.constants.HF_HUB_OFFLINE:
+            raise ModelError(
+                f"model.name = {name!r} is neither a local path nor a cached hub model, and "
+                f"hub access is off (HF_HUB_OFFLINE); {local}"
+            )
+        huggingface_hub.model_info(name, timeout=10)
+    except HFValidationError:
+        raise ModelError(
+            f"model.name = {name!r} is neither a local path nor a valid hub id; {allowed}"
+        ) from None
+    except RepositoryNotFoundError:
+        raise ModelError(
+            f"model.name = {name!r}: no such local path, and no such model on the Hugging "
+            f"Face hub (or it is private); {allowed}"
+        ) from None
+    except ModelError:
+        raise
+    except Exception as err:  # network errors come from several libraries (httpx, ssl, os)
+        reason = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+        raise ModelError(
+            f"model.name = {name!r} is neither a local path nor a cached hub model, and the "
+            f"Hugging Face hub cannot be reached ({reason[:120]}); {local}"
+        ) from None
+
+
 def converted_dir(source: ModelSource, cache_dir: Path | None = None) -> Path:
     """Where the fp32 conversion of a GGUF source is cached."""
     assert source.gguf_file is not None
@@ -110,6 +156,8 @@ def prepare(name: str, cache_dir: Path | None = None) -> str:
     """
     source = resolve_source(name)
     if not source.is_gguf:
+        if not Path(source.path).exists():
+            check_hub_model(source.path)
         return source.path
     target = converted_dir(source, cache_dir)
     if (target / "config.json").is_file():
@@ -151,8 +199,11 @@ def load_tokenizer(path: str) -> PreTrainedTokenizerBase:
     """Load a tokenizer and make it usable for batched, left-padded generation."""
     try:
         tok = AutoTokenizer.from_pretrained(path)
-    except OSError as err:
-        raise ModelError(f"cannot load tokenizer from {path!r}: {err}") from err
+    except (OSError, ValueError) as err:  # ValueError: no usable tokenizer files
+        raise ModelError(
+            f"cannot load tokenizer from {path!r}: {_first_line(err)}; a model directory "
+            "needs its tokenizer files, e.g. tokenizer.json and tokenizer_config.json"
+        ) from err
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok
@@ -162,10 +213,16 @@ def load_model(path: str, device: torch.device, dtype: torch.dtype) -> PreTraine
     """Load a causal LM in eval mode on ``device`` with every base weight frozen."""
     try:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
-    except OSError as err:
-        raise ModelError(f"cannot load model from {path!r}: {err}") from err
+    except (OSError, ValueError) as err:  # ValueError: an unknown architecture
+        raise ModelError(f"cannot load model from {path!r}: {_first_line(err)}") from err
     model.to(device)
     model.eval()
     for param in model.parameters():
         param.requires_grad_(False)
     return model
+
+
+def _first_line(err: Exception) -> str:
+    """The first line of a library error (the rest is advice that does not apply here)."""
+    text = str(err).strip()
+    return text.splitlines()[0].strip().rstrip(":") if text else type(err).__name__

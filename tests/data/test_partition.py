@@ -78,7 +78,7 @@ def test_natural_takes_largest_groups_ties_by_name():
 
 def test_natural_errors():
     examples = make_examples({"A": 3, "B": 3})
-    with pytest.raises(DataError, match=r"num_clients=3 but 'source' has only 2 values \(A, B\)"):
+    with pytest.raises(DataError, match=r"num-clients = 3 but .source. has only 2 values \(A, B\)"):
         partition(examples, "natural", 3, seed=0, column="source")
     with pytest.raises(DataError, match=r"example 'A-0' has no field 'topic'.*\['source'\]"):
         partition(examples, "natural", 2, seed=0, column="topic")

@@ -120,11 +120,11 @@ def test_empty_client_is_named(monkeypatch):
 
 def test_size_errors():
     examples = medquad_like()
-    with pytest.raises(ConfigError, match=r"test_size=90; it must be between 0 and 89"):
+    with pytest.raises(ConfigError, match=r"data\.test-size = 90 is invalid; allowed: 0 to 89"):
         make_split(
             examples, method="iid", num_clients=2, examples_per_client=2, test_size=90, seed=0
         )
-    with pytest.raises(ConfigError, match="examples_per_client=0"):
+    with pytest.raises(ConfigError, match=r"data\.examples-per-client = 0"):
         make_split(
             examples, method="iid", num_clients=2, examples_per_client=0, test_size=1, seed=0
         )

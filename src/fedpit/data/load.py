@@ -207,7 +207,8 @@ def _to_example(record: object, where: str, default_id: str, fields: FieldMap) -
         if value is None:
             if required:
                 raise DataError(
-                    f"{where}: missing field {field!r}; fields present: {sorted(record)}"
+                    f"{where}: missing field {field!r}; fields present: {sorted(record)}; "
+                    f"every record needs {fields.instruction!r} and {fields.output!r} text"
                 )
             return ""
         if not isinstance(value, str):

@@ -102,7 +102,7 @@ def partition_natural(
     if num_clients > len(groups):
         values = sorted(set(labels))
         raise DataError(
-            f"num_clients={num_clients} but {column!r} has only {len(groups)} values "
+            f"data.num-clients = {num_clients} but {column!r} has only {len(groups)} values "
             f"({', '.join(values)}); natural partitioning allows at most {len(groups)} clients"
         )
     groups.sort(key=lambda group: (-len(group), group[0].meta[column]))
@@ -247,8 +247,8 @@ def _labels(examples: Sequence[Example], column: str) -> list[str]:
     for example in examples:
         if column not in example.meta:
             raise DataError(
-                f"example {example.id!r} has no field {column!r} to partition by; "
-                f"its fields: {sorted(example.meta)}"
+                f"example {example.id!r} has no field {column!r} to partition by "
+                f"(data.partition-column); its fields: {sorted(example.meta)}"
             )
     return [example.meta[column] for example in examples]
 

@@ -88,11 +88,13 @@ def make_split(
     """
     if not 0 <= test_size < len(examples):
         raise ConfigError(
-            f"test_size={test_size}; it must be between 0 and {len(examples) - 1} "
+            f"data.test-size = {test_size} is invalid; allowed: 0 to {len(examples) - 1} "
             f"(the data has {len(examples)} examples)"
         )
     if examples_per_client < 1:
-        raise ConfigError(f"examples_per_client={examples_per_client}; it must be at least 1")
+        raise ConfigError(
+            f"data.examples-per-client = {examples_per_client} is invalid; allowed: ≥ 1"
+        )
     rng = np.random.default_rng(seed)
     test_rows = set(rng.choice(len(examples), size=test_size, replace=False).tolist())
     test = [examples[i] for i in sorted(test_rows)]
@@ -102,6 +104,13 @@ def make_split(
         for i, e in enumerate(examples)
         if i not in test_rows and normalize_question(e.instruction) not in asked
     ]
+    if len(pool) < num_clients:
+        raise DataError(
+            f"data.num-clients = {num_clients} but only {len(pool)} training examples remain "
+            f"after drawing {test_size} held-out test examples (and dropping the training "
+            f"examples that ask their questions); allowed: data.num-clients ≤ {len(pool)}, "
+            "a smaller data.test-size, or more data"
+        )
     parts = partition(
         pool,
         method,
@@ -121,7 +130,8 @@ def make_split(
         if not part:
             raise DataError(
                 f"client {name!r} got no training examples ({method} split of "
-                f"{len(pool)} examples over {num_clients} clients); use fewer clients"
+                f"{len(pool)} examples over {num_clients} clients); use fewer clients "
+                "(data.num-clients)"
             )
         keep = rng.choice(len(part), size=min(examples_per_client, len(part)), replace=False)
         clients.append([part[i] for i in sorted(keep.tolist())])
