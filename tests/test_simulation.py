@@ -75,6 +75,10 @@ def test_fedpit_two_clients_two_rounds_under_flower(tiny_model_dir, tmp_path, ca
     for c in ("0", "1"):
         lines = read_jsonl(run_dir / "clients" / c / "metrics.jsonl")
         assert [x["round"] for x in lines] == [1, 2]
+        # The server's base fingerprint matched; each node audited both uploads.
+        audit = read_jsonl(run_dir / "clients" / c / "audit.jsonl")
+        assert [x["round"] for x in audit] == [1, 2]
+        assert len({x["base_fingerprint"] for x in audit}) == 1
     model = PeftModel.from_pretrained(
         load_model(str(tiny_model_dir), torch.device("cpu"), torch.float32), run_dir / "global"
     )

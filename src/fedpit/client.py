@@ -31,6 +31,7 @@ from fedpit.adapters import (
 from fedpit.batching import encode_pair
 from fedpit.config import RunConfig
 from fedpit.data.example import Example
+from fedpit.dp import clip_update
 from fedpit.generator import make_generate_fn
 from fedpit.privacy import upload_metrics
 from fedpit.runtime import Runtime, release_memory
@@ -276,13 +277,15 @@ def run_client_round(
             with r.phase("synth"):
                 synth = synthesize(rt, cfg, info, private, PUBLIC)  # generator = W_g
         upload = CLIENT_ROUNDS[cfg.method](r, synth, state_dir)  # type: ignore[arg-type]
+    if cfg.dp.mode == "client-fixed":  # clipped before it is kept, audited or sent
+        upload = clip_update(upload, global_state, cfg.dp.clip_norm)
     adapters = state_dir / "adapters"
     if cfg.method in ("fedpit", "fedpit-v1"):
         save_adapter(r.state(LOCAL), cfg.lora, rt.base_name, adapters / LOCAL)
     # The client's own copy of what it sent (an attack target: what the server sees).
     save_adapter(upload, cfg.lora, rt.base_name, adapters / UPLOAD)
     counters = upload_metrics(
-        num_examples=len(private),
+        num_examples=1 if cfg.dp.enabled else len(private),  # DP: unweighted mean, n_k stays
         synth=synth,
         selected=len(r.selected),
         timings=r.seconds,

@@ -3,21 +3,26 @@
 In simulation a node is identified by ``partition-id`` and keeps its private record in
 ``RUN_DIR/clients/<id>``; in deployment the node config names its own ``data-path``
 and ``state-dir``. Only the adapter upload and allowlisted counters are sent back.
+
+Before any work the node compares its base model's fingerprint with the server's and
+refuses the round when they differ; every upload is appended to the node's audit log.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from flwr.app import Context, Message, MetricRecord, RecordDict
+from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from fedpit.adapters import PUBLIC, set_state
+from fedpit.audit import append_audit, upload_record
 from fedpit.client import RoundInfo, run_client_round
 from fedpit.config import RunConfig
 from fedpit.data.example import Example
 from fedpit.data.load import load_examples
 from fedpit.errors import ConfigError
+from fedpit.fingerprint import check_base
 from fedpit.privacy import EVAL_COUNTERS, EVAL_LOSS, NUM_EXAMPLES, check_counters
 from fedpit.records import (
     ARRAYS,
@@ -27,11 +32,12 @@ from fedpit.records import (
     NUM_ROUNDS,
     RUN_DIR,
     record_to_config,
+    record_to_fingerprint,
     record_to_state,
     state_to_record,
 )
 from fedpit.run_data import client_examples, client_test_examples
-from fedpit.runtime import get_runtime, set_threads
+from fedpit.runtime import Runtime, get_runtime, set_threads
 from fedpit.scoring import mean_loss
 
 app = ClientApp()
@@ -61,22 +67,42 @@ def node_data(
     return partition_id, examples, Path(run_dir) / "clients" / str(partition_id)
 
 
+def checked_runtime(config: ConfigRecord, cfg: RunConfig) -> Runtime:
+    """This process's runtime, after checking its base against the server's fingerprint.
+
+    Raises:
+        BaseModelMismatchError: The base differs (Flower sends the message back to the
+            server as this node's error reply; the server logs it).
+    """
+    set_threads(cfg.train.threads or cfg.fed.cpus_per_client)
+    rt = get_runtime(cfg.model, cfg.lora)
+    check_base(record_to_fingerprint(config), rt.fingerprint, cfg.model.name)
+    return rt
+
+
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     """Run one client round of the configured method and reply with the upload."""
     config = msg.content[CONFIG]
     cfg = record_to_config(config)
+    rt = checked_runtime(config, cfg)
     client_id, private, state_dir = node_data(cfg, context, str(config[CFG_PREFIX + RUN_DIR]))
-    set_threads(cfg.train.threads or cfg.fed.cpus_per_client)
-    rt = get_runtime(cfg.model, cfg.lora)
     info = RoundInfo(client_id, int(config["server-round"]), int(config[NUM_ROUNDS]), cfg.seed)
     update = run_client_round(
         rt, cfg, info, private, record_to_state(msg.content[ARRAYS]), state_dir
     )
     check_counters(update.counters)
-    reply = RecordDict(
-        {ARRAYS: state_to_record(update.state), METRICS: MetricRecord(update.counters)}
+    arrays = state_to_record(update.state)
+    audit = upload_record(
+        arrays=record_to_state(arrays),  # hashed as sent
+        counters=update.counters,
+        server_round=info.server_round,
+        method=cfg.method,
+        base_fingerprint=rt.fingerprint.digest,
+        run_id=context.run_id,
     )
+    append_audit(state_dir, audit)  # before sending: an unlogged upload never leaves
+    reply = RecordDict({ARRAYS: arrays, METRICS: MetricRecord(update.counters)})
     return Message(reply, reply_to=msg)
 
 
@@ -88,9 +114,8 @@ def evaluate(msg: Message, context: Context) -> Message:
     """
     config = msg.content[CONFIG]
     cfg = record_to_config(config)
+    rt = checked_runtime(config, cfg)
     _, held_out, _ = node_data(cfg, context, str(config[CFG_PREFIX + RUN_DIR]), held_out=True)
-    set_threads(cfg.train.threads or cfg.fed.cpus_per_client)
-    rt = get_runtime(cfg.model, cfg.lora)
     set_state(rt.model, PUBLIC, record_to_state(msg.content[ARRAYS]))
     rt.model.set_adapter(PUBLIC)
     loss = mean_loss(rt, held_out, cfg.model.max_length)

@@ -15,3 +15,7 @@ class DataError(FedPITError):
 
 class ModelError(FedPITError):
     """A model that cannot be found or loaded."""
+
+
+class BaseModelMismatchError(ModelError):
+    """A node's base model (weights, tokenizer or template) differs from the server's."""

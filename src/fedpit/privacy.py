@@ -9,10 +9,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from fedpit.adapters import State
-from fedpit.synth.filters import REJECTION_REASONS
+from fedpit.synth.filters import COPIED_SPAN, REJECTION_REASONS
 from fedpit.synth.pipeline import SynthResult
 
 NUM_EXAMPLES = "num-examples"
+SPAN_BLOCKED = f"synth-rejected-{COPIED_SPAN}"
+"""Synthetic candidates the verbatim-span guard blocked (a count; the spans stay home)."""
 PHASES = ("synth", "train-local", "select", "train-public", "total")
 
 ALLOWED_COUNTERS: frozenset[str] = frozenset(

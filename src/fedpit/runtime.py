@@ -20,6 +20,7 @@ from peft import PeftModel
 from fedpit import model as model_lib
 from fedpit.adapters import attach_adapters
 from fedpit.config import LoraSettings, ModelConfig
+from fedpit.fingerprint import BaseFingerprint, base_fingerprint
 from fedpit.prompts import PromptFormat, make_prompt_format
 
 DTYPES = {
@@ -37,6 +38,14 @@ class Runtime:
     tokenizer: object
     fmt: PromptFormat
     base_name: str
+
+    @functools.cached_property
+    def fingerprint(self) -> BaseFingerprint:
+        """The base model's fingerprint (computed on first use, then kept with the runtime).
+
+        The base is frozen, so computing it once is exact; the adapters are not part of it.
+        """
+        return base_fingerprint(self.model, self.tokenizer, self.fmt)
 
 
 def set_threads(threads: int) -> None:

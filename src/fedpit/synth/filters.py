@@ -29,9 +29,10 @@ NOT_NOVEL = "not_novel"
 FORMAT = "format"
 # Complete example.
 COPY = "copy"
+COPIED_SPAN = "copied_span"  # shares synth.max-copied-span words with a private example
 
 REJECTION_REASONS: tuple[str, ...] = (
-    EMPTY, TOO_SHORT, REFUSAL, NOT_A_TASK, TRUNCATED, NOT_NOVEL, FORMAT, COPY,
+    EMPTY, TOO_SHORT, REFUSAL, NOT_A_TASK, TRUNCATED, NOT_NOVEL, FORMAT, COPY, COPIED_SPAN,
 )  # fmt: skip
 
 # Why one response generation failed (each is retried; see FORMAT).

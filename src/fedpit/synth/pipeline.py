@@ -3,8 +3,9 @@
 Reads top to bottom: (1) one batched ``generate`` call for every attempt's instruction,
 then the instruction filters in order, novelty against the local instructions and those
 accepted so far; (2) one batched call per retry round for the responses, re-sampling
-the demonstrations of the failed ones; (3) the copy filter. Every attempt ends kept or
-counted under exactly one of :data:`~fedpit.synth.filters.REJECTION_REASONS`.
+the demonstrations of the failed ones; (3) the copy filter, then the verbatim-span guard
+(:mod:`fedpit.synth.spans`). Every attempt ends kept or counted under exactly one of
+:data:`~fedpit.synth.filters.REJECTION_REASONS`.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from fedpit.synth.instructions import (
     sample_instruction_prompt,
 )
 from fedpit.synth.responses import response_prompt, response_spec, trim_to_sentence
+from fedpit.synth.spans import SpanGuard
 
 SYNTHETIC_META = {"synthetic": "true"}
 
@@ -51,6 +53,8 @@ class SynthSettings:
             ``rouge`` (the paper's ROUGE-L rule).
         novelty_threshold: ROUGE-L above which an instruction is not novel.
         copy_threshold: ROUGE-L to a local example above which a candidate is dropped.
+        max_copied_span: A candidate sharing this many consecutive words with a private
+            example is dropped (the verbatim-span guard; 0 = off).
         format_retries: Response generations per instruction before dropping it.
         instruction_demos: Local questions shown in the instruction prompt.
         response_demos: Local examples shown in the response prompt.
@@ -72,6 +76,7 @@ class SynthSettings:
     novelty: str = "focus"
     novelty_threshold: float = 0.7
     copy_threshold: float = 0.7
+    max_copied_span: int = 8
     format_retries: int = 3
     instruction_demos: int = 8
     response_demos: int = 2
@@ -92,6 +97,7 @@ class SynthSettings:
             ("novelty", self.novelty in NOVELTY_CHECKS, ", ".join(NOVELTY_CHECKS)),
             ("novelty-threshold", 0 <= self.novelty_threshold <= 1, "[0, 1]"),
             ("copy-threshold", 0 <= self.copy_threshold <= 1, "[0, 1]"),
+            ("max-copied-span", self.max_copied_span >= 0, "an integer ≥ 0 (0 = off)"),
             ("format-retries", self.format_retries >= 1, "an integer ≥ 1"),
             ("instruction-demos", self.instruction_demos >= 1, "an integer ≥ 1"),
             ("response-demos", self.response_demos >= 0, "an integer ≥ 0"),
@@ -271,6 +277,7 @@ def generate_synthetic(
     result = SynthResult(examples=[], attempts=settings.attempts)
     instructions = _instructions(private, generate, settings, rng, result)
     answers = _responses(instructions, private, generate, fmt, settings, rng, result)
+    guard = SpanGuard(private, settings.max_copied_span)
     for i in sorted(answers):
         candidate = Example(
             id=f"syn-{i}",
@@ -280,6 +287,8 @@ def generate_synthetic(
             meta=dict(SYNTHETIC_META),
         )
         reason = copy_reason(candidate, private, settings.copy_threshold)
+        if reason is None:
+            reason = guard.reason(candidate)
         if reason is None:
             result.examples.append(candidate)
         else:
