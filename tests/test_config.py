@@ -34,6 +34,12 @@ def test_round_trip_and_coercion_from_strings():
         ({"fed.clients-per-round": 5, "data.num-clients": 3}, "fed.clients-per-round"),
         ({"fed.betta": 0.5}, "did you mean 'fed.beta'"),
         ({"synth.novelty": "exact"}, "rouge, focus"),
+        ({"fed.min-clients": 0}, "fed.min-clients = 0 is invalid; allowed: 1 to the clients"),
+        (
+            {"fed.min-clients": 3, "fed.clients-per-round": 2},
+            "allowed: 1 to the clients sampled per round = 2",
+        ),
+        ({"fed.round-timeout": -1}, "fed.round-timeout = -1.0 is invalid; allowed: ≥ 0 seconds"),
     ],
 )
 def test_invalid_values_are_named_with_what_is_allowed(values, message):

@@ -9,11 +9,26 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from fedpit.config import RunConfig, default_flat, from_flat, load_toml, parse_overrides
-from fedpit.errors import FedPITError
+from fedpit.config import (
+    FEDERATED_METHODS,
+    RunConfig,
+    default_flat,
+    from_flat,
+    load_toml,
+    parse_overrides,
+)
+from fedpit.errors import ConfigError, FedPITError
+
+if TYPE_CHECKING:
+    from fedpit.data.example import Example
+    from fedpit.rundir import RunDir
+    from fedpit.runtime import Runtime
 
 log = logging.getLogger("fedpit")
+_HANDLER = logging.StreamHandler()
+_HANDLER.setFormatter(logging.Formatter("%(message)s"))
 
 RUN_HELP = """\
 Run one FedPIT (or baseline) job and write a run directory.
@@ -26,6 +41,9 @@ key=value overrides, e.g.:
   fedpit run --config configs/medquad-5clients.toml method=fedavg
 
 Run `fedpit keys` to list every key with its default.
+
+A federated run killed or failed after some rounds continues from its last completed
+round with `fedpit run --resume RUN_DIR` (its saved config.toml is used).
 """
 
 
@@ -59,15 +77,45 @@ def auto_parallel(
     return max(1, min(per_round, by_cpu, by_memory))
 
 
-def _simulate(cfg: RunConfig) -> dict[str, object]:
-    """Run a federated method under Flower's Simulation Engine."""
+def resume_target(
+    run_dir: str, config_file: str | None, overrides: Sequence[str]
+) -> tuple[RunConfig, RunDir]:
+    """The saved configuration and run directory of a federated run to continue.
+
+    Refuses a directory that is not a run directory, a run without a server, a finished
+    run, and any attempt to change the configuration of the run being continued.
+    """
+    from fedpit.rundir import open_run_dir
+
+    if config_file or overrides:
+        raise ConfigError(
+            "--resume continues a run with its saved config.toml; drop --config and the "
+            "key=value overrides"
+        )
+    cfg, rd = open_run_dir(run_dir)
+    if not cfg.is_federated:
+        raise ConfigError(
+            f"--resume {rd.root}: method {cfg.method} runs without a server and cannot be "
+            f"resumed; resumable methods: {', '.join(FEDERATED_METHODS)}"
+        )
+    if rd.summary.exists():
+        raise ConfigError(
+            f"--resume {rd.root}: the run is already complete ({cfg.fed.rounds} rounds, "
+            "summary.json written); nothing to resume"
+        )
+    return cfg, rd
+
+
+def _simulate(cfg: RunConfig, rd: RunDir | None = None) -> dict[str, object]:
+    """Run a federated method under Flower's Simulation Engine (in ``rd`` if given)."""
     from flwr.simulation import run_simulation
 
     from fedpit import client_app
     from fedpit.rundir import create_run_dir
     from fedpit.server_app import make_server_app
 
-    rd = create_run_dir(cfg)
+    if rd is None:
+        rd = create_run_dir(cfg)
     print(f"Run directory: {rd.root}", flush=True)
     parallel = cfg.fed.parallel_clients or auto_parallel(
         cfg.fed.clients_per_round or cfg.data.num_clients, cfg.fed.cpus_per_client
@@ -89,7 +137,10 @@ def _simulate(cfg: RunConfig) -> dict[str, object]:
         backend_config=backend,  # type: ignore[arg-type]
     )
     if not rd.summary.exists():
-        raise FedPITError(f"the federated run did not finish; see the log above and {rd.root}")
+        raise FedPITError(
+            f"the federated run did not finish; see the log above and {rd.root}; continue it "
+            f"after its last completed round with: fedpit run --resume {rd.root}"
+        )
     return json.loads(rd.summary.read_text())
 
 
@@ -97,8 +148,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     """``fedpit run``: prepare data and model, federate, print a summary."""
     from fedpit import model as model_lib
     from fedpit.run_data import run_data_for
+    from fedpit.runtime import get_runtime
 
-    cfg = build_config(args.config, args.overrides)
+    rd = None
+    if args.resume:
+        cfg, rd = resume_target(args.resume, args.config, args.overrides)
+    else:
+        cfg = build_config(args.config, args.overrides)
     run_data = run_data_for(cfg)
     sizes = ", ".join(
         f"{n}: {len(c)}"
@@ -111,19 +167,41 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     t0 = time.perf_counter()
     path = model_lib.prepare(cfg.model.name)
+    # Loaded before the run directory exists, so a model, tokenizer or template that
+    # cannot be used leaves nothing behind; the server reuses this cached runtime.
+    rt = get_runtime(cfg.model, cfg.lora)
     print(
         f"MODEL: {cfg.model.name} → {path} (ready in {time.perf_counter() - t0:.1f} s)",
         flush=True,
     )
+    warn_over_budget(rt, [ex for c in run_data.split.clients for ex in c], cfg.model.max_length)
     print(f"METHOD: {cfg.method}, {cfg.fed.rounds} rounds, β = {cfg.fed.beta}", flush=True)
     if cfg.is_federated:
-        summary = _simulate(cfg)
+        summary = _simulate(cfg, rd)
     else:
         from fedpit.standalone import run_standalone
 
         summary = run_standalone(cfg)
     print_summary(summary)
     return 0
+
+
+def warn_over_budget(rt: Runtime, examples: Sequence[Example], max_length: int) -> None:
+    """Warn (on stderr) about training examples that will be truncated to the token budget.
+
+    Tokens are counted as training encodes an example: its prompt, then its response
+    with the template's end text (:func:`fedpit.client._encode`).
+    """
+    from fedpit.data.budget import over_budget
+
+    def count_tokens(example: Example) -> int:
+        prompt = rt.tokenizer(rt.fmt.prompt(example), add_special_tokens=False)  # type: ignore[operator]
+        response = rt.tokenizer(example.output + rt.fmt.end_text, add_special_tokens=False)  # type: ignore[operator]
+        return len(prompt["input_ids"]) + len(response["input_ids"])
+
+    warning = over_budget(examples, count_tokens, max_length).warning()
+    if warning:
+        print(f"fedpit: warning: {warning}", file=sys.stderr, flush=True)
 
 
 def print_summary(summary: dict[str, object]) -> None:
@@ -167,6 +245,11 @@ def make_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--config", metavar="FILE", help="TOML file of configuration keys")
     run.add_argument("overrides", nargs="*", metavar="key=value", help="configuration overrides")
+    run.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue an interrupted federated run after its last completed round",
+    )
     run.set_defaults(func=cmd_run)
     keys = sub.add_parser("keys", help="list configuration keys and defaults")
     keys.set_defaults(func=cmd_keys)
@@ -178,14 +261,17 @@ def make_parser() -> argparse.ArgumentParser:
     add_utility_commands(sub)
     add_attack_commands(sub)
     add_report_commands(sub)
+    from fedpit.deploy import add_commands as add_deploy_commands  # certs, node-key, federation
+
+    add_deploy_commands(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: user errors print one clear line and exit 2, never a traceback."""
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    log.addHandler(handler)
+    _HANDLER.stream = sys.stderr  # the current one (tests swap it; the old may be closed)
+    if _HANDLER not in log.handlers:  # once, however often main() runs in a process
+        log.addHandler(_HANDLER)
     log.setLevel(logging.INFO)
     log.propagate = False  # Flower's own logger prints its lines; do not print them twice
     args = make_parser().parse_args(argv)

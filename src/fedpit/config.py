@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -18,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from fedpit.errors import ConfigError
+from fedpit.prompts import TEMPLATES
 from fedpit.synth.pipeline import SynthSettings
 
 FEDERATED_METHODS = ("fedpit", "fedpit-v1", "fedavg", "fedprox", "fedadam", "fedmit")
@@ -25,6 +28,10 @@ STANDALONE_METHODS = ("local", "local-selfgen", "centralized")
 METHODS = FEDERATED_METHODS + STANDALONE_METHODS
 PARTITIONS = ("natural", "iid", "dirichlet", "kmeans")
 MIX_MODES = ("factors",)
+DP_MODES = ("off", "central-fixed", "client-fixed")
+DP_METHODS = ("fedpit", "fedpit-v1", "fedavg", "fedprox", "fedmit")
+"""Methods whose server aggregates with FedAvg's maths, as Flower's DP accounting requires."""
+DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 Scalar = str | int | float | bool
 
@@ -99,6 +106,8 @@ class FedConfig:
     cpus_per_client: int = 1
     gpus_per_client: float = 0.0
     parallel_clients: int = 0
+    min_clients: int = 1
+    round_timeout: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -117,6 +126,22 @@ class AttackConfig:
 
 
 @dataclass(frozen=True)
+class DPConfig:
+    """Client-level differential privacy on the upload (see :mod:`fedpit.dp`)."""
+
+    mode: str = "off"
+    clip_norm: float = 1.0
+    noise_multiplier: float = 1.0
+    delta: float = 1e-5
+    max_epsilon: float = 0.0
+
+    @property
+    def enabled(self) -> bool:
+        """Whether uploads are clipped and the aggregate noised."""
+        return self.mode != "off"
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """Everything one run needs, parsed once from the flat keys."""
 
@@ -131,6 +156,7 @@ class RunConfig:
     synth: SynthSettings = field(default_factory=SynthSettings)
     eval: EvalConfig = field(default_factory=EvalConfig)
     attack: AttackConfig = field(default_factory=AttackConfig)
+    dp: DPConfig = field(default_factory=DPConfig)
 
     @property
     def uses_synthetic(self) -> bool:
@@ -246,6 +272,8 @@ def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
 def validate(cfg: RunConfig) -> None:
     """Check value ranges and cross-key constraints; raise :class:`ConfigError`."""
     _check(cfg.method in METHODS, "method", cfg.method, ", ".join(METHODS))
+    _check(cfg.seed >= 0, "seed", cfg.seed, "an integer ≥ 0")
+    _check(cfg.data.seed >= 0, "data.seed", cfg.data.seed, "an integer ≥ 0")
     _check(
         cfg.data.partition in PARTITIONS,
         "data.partition",
@@ -271,7 +299,20 @@ def validate(cfg: RunConfig) -> None:
         cfg.data.dirichlet_alpha,
         "> 0",
     )
+    _check(cfg.data.num_clusters >= 1, "data.num-clusters", cfg.data.num_clusters, "an integer ≥ 1")
     _check(cfg.model.max_length >= 16, "model.max-length", cfg.model.max_length, "≥ 16")
+    _check(
+        cfg.model.template in TEMPLATES,
+        "model.template",
+        cfg.model.template,
+        ", ".join(TEMPLATES),
+    )
+    _check(
+        DEVICE_PATTERN.fullmatch(cfg.model.device) is not None,
+        "model.device",
+        cfg.model.device,
+        "auto, cpu, cuda, cuda:N, mps",
+    )
     _check(
         cfg.model.dtype in ("float32", "bfloat16", "float16"),
         "model.dtype",
@@ -279,6 +320,7 @@ def validate(cfg: RunConfig) -> None:
         "float32, bfloat16, float16",
     )
     _check(cfg.lora.rank >= 1, "lora.rank", cfg.lora.rank, "an integer ≥ 1")
+    _check(cfg.lora.alpha >= 1, "lora.alpha", cfg.lora.alpha, "an integer ≥ 1")
     _check(
         bool(cfg.lora.modules),
         "lora.target-modules",
@@ -307,6 +349,13 @@ def validate(cfg: RunConfig) -> None:
         cfg.train.centralized_epochs,
         "≥ 1",
     )
+    _check(cfg.train.weight_decay >= 0, "train.weight-decay", cfg.train.weight_decay, "≥ 0")
+    _check(
+        cfg.train.max_grad_norm >= 0,
+        "train.max-grad-norm",
+        cfg.train.max_grad_norm,
+        "≥ 0 (0 = no clipping)",
+    )
     _check(
         cfg.train.threads >= 0,
         "train.threads",
@@ -318,6 +367,9 @@ def validate(cfg: RunConfig) -> None:
     _check(cfg.fed.mix in MIX_MODES, "fed.mix", cfg.fed.mix, ", ".join(MIX_MODES))
     _check(cfg.synth.keep >= 1, "synth.keep", cfg.synth.keep, "≥ 1")
     _check(cfg.fed.proximal_mu >= 0, "fed.proximal-mu", cfg.fed.proximal_mu, "≥ 0")
+    _check(cfg.fed.server_lr > 0, "fed.server-lr", cfg.fed.server_lr, "> 0")
+    _check(cfg.fed.server_tau > 0, "fed.server-tau", cfg.fed.server_tau, "> 0")
+    _check(cfg.fed.gpus_per_client >= 0, "fed.gpus-per-client", cfg.fed.gpus_per_client, "≥ 0")
     _check(
         cfg.fed.parallel_clients >= 0,
         "fed.parallel-clients",
@@ -336,6 +388,19 @@ def validate(cfg: RunConfig) -> None:
         cfg.fed.clients_per_round,
         f"0 (all) to data.num-clients = {cfg.data.num_clients}",
     )
+    per_round = cfg.fed.clients_per_round or cfg.data.num_clients
+    _check(
+        1 <= cfg.fed.min_clients <= per_round,
+        "fed.min-clients",
+        cfg.fed.min_clients,
+        f"1 to the clients sampled per round = {per_round}",
+    )
+    _check(
+        cfg.fed.round_timeout >= 0,
+        "fed.round-timeout",
+        cfg.fed.round_timeout,
+        "≥ 0 seconds (0 = wait for every sampled client)",
+    )
     _check(
         cfg.eval.client_test_size >= 0,
         "eval.client-test-size",
@@ -349,6 +414,7 @@ def validate(cfg: RunConfig) -> None:
         cfg.attack.canary_client,
         f"0 to data.num-clients − 1 = {cfg.data.num_clients - 1}",
     )
+    _validate_dp(cfg)
     _check(cfg.synth.attempts >= 1, "synth.attempts", cfg.synth.attempts, "≥ 1")
     _check(
         cfg.synth.novelty in ("rouge", "focus"),
@@ -356,6 +422,58 @@ def validate(cfg: RunConfig) -> None:
         cfg.synth.novelty,
         "rouge, focus",
     )
+
+
+def _validate_dp(cfg: RunConfig) -> None:
+    """Check the ``dp.*`` keys; projecting the ε of the whole run when a budget is set."""
+    dp = cfg.dp
+    _check(dp.mode in DP_MODES, "dp.mode", dp.mode, ", ".join(DP_MODES))
+    _check(
+        math.isfinite(dp.clip_norm) and dp.clip_norm > 0,
+        "dp.clip-norm",
+        dp.clip_norm,
+        "a finite number > 0 (the L2 bound on each client's update)",
+    )
+    _check(
+        math.isfinite(dp.noise_multiplier) and dp.noise_multiplier >= 0,
+        "dp.noise-multiplier",
+        dp.noise_multiplier,
+        "a finite number ≥ 0 (0 = clipping only, no privacy guarantee)",
+    )
+    _check(0 < dp.delta < 1, "dp.delta", dp.delta, "a number in (0, 1), e.g. 1e-5")
+    _check(
+        math.isfinite(dp.max_epsilon) and dp.max_epsilon >= 0,
+        "dp.max-epsilon",
+        dp.max_epsilon,
+        "a finite number ≥ 0 (0 = no budget)",
+    )
+    if not dp.enabled:
+        return
+    _check(
+        cfg.method in DP_METHODS,
+        "method",
+        cfg.method,
+        f"with dp.mode = {dp.mode!r}: {', '.join(DP_METHODS)} (Flower's DP accounting "
+        "needs FedAvg aggregation; dp.mode = 'off' for the others)",
+    )
+    if dp.max_epsilon > 0:
+        _check(
+            dp.noise_multiplier > 0,
+            "dp.noise-multiplier",
+            dp.noise_multiplier,
+            "> 0 when dp.max-epsilon is set (without noise ε is unbounded)",
+        )
+        from fedpit.dp import projected_epsilon  # needs dp-accounting: only when asked
+
+        epsilon = projected_epsilon(dp.noise_multiplier, cfg.fed.rounds, dp.delta)
+        _check(
+            epsilon <= dp.max_epsilon,
+            "dp.max-epsilon",
+            dp.max_epsilon,
+            f"≥ the ε of the whole run, {epsilon:.3f} at δ = {dp.delta:g} for fed.rounds = "
+            f"{cfg.fed.rounds} and dp.noise-multiplier = {dp.noise_multiplier:g} (or lower "
+            "the rounds, raise the noise)",
+        )
 
 
 def load_toml(path: str | Path) -> dict[str, Any]:

@@ -5,14 +5,17 @@ Layout::
     RUN_DIR/config.toml            resolved configuration (all keys)
     RUN_DIR/data.json              which data, clients and held-out test ids
     RUN_DIR/metrics.jsonl          server-side metrics, one JSON object per round
+    RUN_DIR/failures.jsonl         every dropped client: round, node, kind, reason
     RUN_DIR/rounds/round-NNN/      global adapter after round NNN (PEFT format)
     RUN_DIR/global/                the final global adapter (PEFT format)
     RUN_DIR/summary.json           the run's summary
+    RUN_DIR/server-state.safetensors  the server's resumable state (last completed round)
     RUN_DIR/clients/<id>/          each client's private record (never uploaded)
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -22,7 +25,7 @@ from typing import Any
 
 import tomli_w
 
-from fedpit.config import RunConfig, to_flat
+from fedpit.config import RunConfig, from_flat, load_toml, to_flat
 from fedpit.errors import ConfigError
 
 
@@ -51,6 +54,16 @@ class RunDir:
     def data(self) -> Path:
         """Data provenance (JSON)."""
         return self.root / "data.json"
+
+    @property
+    def failures(self) -> Path:
+        """Clients dropped from a round (failed, timed out, or rejected), JSONL."""
+        return self.root / "failures.jsonl"
+
+    @property
+    def server_state(self) -> Path:
+        """The server's resumable state after the last completed round."""
+        return self.root / "server-state.safetensors"
 
     @property
     def final_adapter(self) -> Path:
@@ -88,6 +101,19 @@ def create_run_dir(cfg: RunConfig) -> RunDir:
     return rd
 
 
+def open_run_dir(path: str | Path) -> tuple[RunConfig, RunDir]:
+    """An existing run directory and the configuration saved in it (for ``--resume``)."""
+    root = Path(path).expanduser().resolve()
+    rd = RunDir(root)
+    if not rd.config.is_file():
+        raise ConfigError(
+            f"{root} is not a run directory (it has no config.toml); --resume takes the "
+            "run-dir of an earlier `fedpit run`"
+        )
+    cfg = from_flat(load_toml(rd.config))
+    return dataclasses.replace(cfg, run_dir=str(root)), rd
+
+
 def write_atomic(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` via a temporary file and rename (no half-written files)."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -106,6 +132,11 @@ def append_jsonl(path: Path, record: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a") as fh:
         fh.write(json.dumps(record) + "\n")
+
+
+def write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
+    """Replace ``path`` with ``records``, one JSON object a line, atomically."""
+    write_atomic(path, "".join(json.dumps(r) + "\n" for r in records))
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:

@@ -2,22 +2,32 @@
 
 from __future__ import annotations
 
+import random
 import shutil
 import time
 
+import torch
 from flwr.app import ArrayRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 
 from fedpit.adapters import PUBLIC, get_state, initial_state, save_adapter, set_state
 from fedpit.config import RunConfig, from_flat
+from fedpit.dp import EPSILON, dp_summary, epsilon_spent
 from fedpit.errors import ConfigError
-from fedpit.privacy import EVAL_LOSS
+from fedpit.privacy import EVAL_LOSS, SPAN_BLOCKED
 from fedpit.records import config_to_record, record_to_state, state_to_record
 from fedpit.run_data import RunData, provenance, run_data_for
-from fedpit.rundir import RunDir, append_jsonl, create_run_dir, write_json
+from fedpit.rundir import RunDir, append_jsonl, create_run_dir, write_json, write_jsonl
 from fedpit.runtime import Runtime, get_runtime, set_threads
 from fedpit.scoring import mean_loss
-from fedpit.strategy import build_strategy
+from fedpit.server_state import (
+    ServerState,
+    load_server_state,
+    rng_state,
+    save_server_state,
+    set_rng_state,
+)
+from fedpit.strategy import Problem, build_strategy
 
 
 def test_loss(rt: Runtime, run_data: RunData, max_length: int) -> float:
@@ -27,7 +37,12 @@ def test_loss(rt: Runtime, run_data: RunData, max_length: int) -> float:
 
 
 def run_server(grid: Grid, cfg: RunConfig, rd: RunDir) -> dict[str, object]:
-    """Federate ``cfg.fed.rounds`` rounds on ``grid``; write everything into ``rd``."""
+    """Federate ``cfg.fed.rounds`` rounds on ``grid``; write everything into ``rd``.
+
+    A run directory holding a server state continues after its last completed round
+    (``fedpit run --resume``): same global adapter, optimiser state, sampling RNG and
+    metrics, and the remaining rounds keep their true numbers.
+    """
     started = time.perf_counter()
     nodes = len(list(grid.get_node_ids()))
     if nodes > cfg.data.num_clients:
@@ -40,7 +55,20 @@ def run_server(grid: Grid, cfg: RunConfig, rd: RunDir) -> dict[str, object]:
     run_data = run_data_for(cfg)
     write_json(rd.data, provenance(run_data))
     rt = get_runtime(cfg.model, cfg.lora)
-    initial = initial_state(get_state(rt.model, PUBLIC), cfg.seed)
+    template = get_state(rt.model, PUBLIC)  # what every client upload must look like
+    saved = load_server_state(rd.server_state)
+    if saved is None:
+        random.seed(cfg.seed)  # Flower samples each round's nodes with Python's random
+        initial = state_to_record(initial_state(template, cfg.seed))
+        done, rows = 0, []
+    else:
+        if saved.rng is not None:
+            set_rng_state(saved.rng)
+        initial = state_to_record({k: torch.tensor(v) for k, v in saved.arrays.items()})
+        done, rows = saved.round, saved.metrics
+        started -= saved.elapsed_s
+        print(f"Resuming {rd.root} after round {done}/{cfg.fed.rounds}", flush=True)
+    write_jsonl(rd.metrics, rows)  # drop any row of an interrupted round
     round_metrics: dict[int, dict[str, float]] = {}
     client_eval: dict[int, float] = {}
 
@@ -57,7 +85,14 @@ def run_server(grid: Grid, cfg: RunConfig, rd: RunDir) -> dict[str, object]:
         )
         round_metrics[server_round] = dict(metrics or {})  # type: ignore[arg-type]
 
-    def evaluate(server_round: int, arrays: ArrayRecord) -> MetricRecord:
+    def on_problems(server_round: int, problems: list[Problem]) -> None:
+        for problem in problems:
+            append_jsonl(rd.failures, {"round": server_round, **problem})
+
+    def evaluate(flower_round: int, arrays: ArrayRecord) -> MetricRecord | None:
+        server_round = flower_round + done
+        if saved is not None and flower_round == 0:
+            return None  # the resumed global model was evaluated before the interruption
         set_state(rt.model, PUBLIC, record_to_state(arrays))
         loss = test_loss(rt, run_data, cfg.model.max_length)
         record = {
@@ -66,18 +101,43 @@ def run_server(grid: Grid, cfg: RunConfig, rd: RunDir) -> dict[str, object]:
             "client_eval_loss": client_eval.get(server_round),
             "elapsed_s": time.perf_counter() - started,
             "clients": round_metrics.get(server_round, {}),
+            "problems": strategy.problems.get(server_round, []),
+            EPSILON: epsilon_spent(strategy),  # None unless dp.mode is on with noise
         }
         append_jsonl(rd.metrics, record)
+        rows.append(record)
+        # The last step of a round: from here on, a killed server resumes after it.
+        save_server_state(
+            rd.server_state,
+            ServerState(
+                round=server_round,
+                arrays={k: a.numpy() for k, a in arrays.items()},
+                optimizer=strategy.optimizer_state(),
+                rng=rng_state(),
+                metrics=rows,
+                elapsed_s=record["elapsed_s"],
+            ),
+        )
         print(format_round(record, cfg.fed.rounds), flush=True)
         return MetricRecord({"test-loss": loss})
 
-    strategy = build_strategy(cfg, on_round, on_evaluate)
+    strategy = build_strategy(
+        cfg,
+        on_round,
+        on_evaluate,
+        on_problems,
+        round_offset=done,
+        template={k: v.cpu().numpy() for k, v in template.items()},
+    )
+    if saved is not None:
+        strategy.load_optimizer_state(saved.optimizer)
     strategy.start(
         grid=grid,
-        initial_arrays=state_to_record(initial),
-        num_rounds=cfg.fed.rounds,
-        train_config=config_to_record(cfg, str(rd.root)),
-        evaluate_config=config_to_record(cfg, str(rd.root)),
+        initial_arrays=initial,
+        num_rounds=cfg.fed.rounds - done,
+        timeout=cfg.fed.round_timeout or None,  # type: ignore[arg-type]  # None: no limit
+        train_config=config_to_record(cfg, str(rd.root), rt.fingerprint),
+        evaluate_config=config_to_record(cfg, str(rd.root), rt.fingerprint),
         evaluate_fn=evaluate,
     )
     last = rd.round_adapter(cfg.fed.rounds)
@@ -101,6 +161,8 @@ def format_round(record: dict, num_rounds: int) -> str:
             f" | synthetic kept {c.get('synth-kept', 0):.0f}/{c['synth-attempts']:.0f}"
             f", selected {c.get('synth-selected', 0):.0f}"
         )
+        if c.get(SPAN_BLOCKED):
+            text += f", blocked (copied span) {c[SPAN_BLOCKED]:.0f}"
     return text + f" | {record['elapsed_s']:.0f} s"
 
 
@@ -112,7 +174,7 @@ def summarize(rd: RunDir, cfg: RunConfig, run_data: RunData, seconds: float) -> 
     rounds = [r for r in rows if r["round"] > 0]
     synth = {
         k: sum(r["clients"].get(k, 0.0) for r in rounds)
-        for k in ("synth-attempts", "synth-kept", "synth-selected")
+        for k in ("synth-attempts", "synth-kept", "synth-selected", SPAN_BLOCKED)
     }
     client_rounds = int(sum(r["clients"].get("clients", 0) for r in rounds))
     return {
@@ -129,6 +191,7 @@ def summarize(rd: RunDir, cfg: RunConfig, run_data: RunData, seconds: float) -> 
         "seconds": seconds,
         "run_dir": str(rd.root),
         "final_adapter": str(rd.final_adapter),
+        "dp": dp_summary(cfg.dp, rows),
     }
 
 
