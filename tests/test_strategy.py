@@ -219,3 +219,26 @@ def test_fedadam_moments_survive_a_saved_and_restored_server_state(tmp_path):
 def test_server_side_counters_are_not_client_counters():
     # A client cannot claim them: validation refuses counters outside the allowlist.
     assert not {CLIENTS, REJECTED, FAILED} & ALLOWED_COUNTERS
+
+
+def test_federated_evaluation_without_held_out_examples_is_skipped():
+    # Every node replies with weight 0 (no private held-out set): no metrics, no crash.
+    seen = []
+    cfg = from_flat({"method": "fedavg", "data.num-clients": 2})
+    strat = build_strategy(cfg, print, lambda r, m: seen.append((r, m)))
+    msgs = strat.configure_evaluate(1, ArrayRecord(GLOBAL), ConfigRecord(), FakeGrid(2))
+    replies = [
+        Message(
+            RecordDict({"metrics": MetricRecord({"num-examples": 0.0, "eval-loss": 0.0})}),
+            reply_to=m,
+        )
+        for m in msgs
+    ]
+    assert strat.aggregate_evaluate(1, replies) is None
+    assert seen == [(1, None)]
+    # With one weighted reply the loss is that node's.
+    replies[0] = Message(
+        RecordDict({"metrics": MetricRecord({"num-examples": 3.0, "eval-loss": 1.5})}),
+        reply_to=msgs[0],
+    )
+    assert strat.aggregate_evaluate(2, replies)["eval-loss"] == pytest.approx(1.5)

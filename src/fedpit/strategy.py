@@ -92,6 +92,17 @@ def _last_line(text: str, limit: int = 300) -> str:
     return last if len(last) <= limit else "…" + last[-limit:]
 
 
+def _evaluated_examples(replies: list[Message]) -> float:
+    """Total ``num-examples`` weight of the evaluate replies that carry metrics."""
+    total = 0.0
+    for msg in replies:
+        if msg.has_error():
+            continue
+        for record in msg.content.metric_records.values():
+            total += float(record.get(NUM_EXAMPLES, 0.0))  # type: ignore[arg-type]
+    return total
+
+
 def _recording(base: type[Strategy]) -> type[Strategy]:
     class Recording(base):  # type: ignore[misc, valid-type]
         """``base`` that screens replies, records problems and hooks every aggregation."""
@@ -198,7 +209,14 @@ def _recording(base: type[Strategy]) -> type[Strategy]:
             self, server_round: int, replies: Iterable[Message]
         ) -> MetricRecord | None:
             server_round += self.round_offset
-            metrics = super().aggregate_evaluate(server_round, replies)
+            replies = list(replies)
+            # Nodes without held-out examples reply with weight 0; if none has any, there
+            # is nothing to average (Flower's weighted mean would divide by zero).
+            metrics = (
+                super().aggregate_evaluate(server_round, replies)
+                if _evaluated_examples(replies) > 0
+                else None
+            )
             if self.on_evaluate is not None:
                 self.on_evaluate(server_round, metrics)
             return metrics
