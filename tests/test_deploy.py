@@ -22,7 +22,6 @@ from fedpit.deploy import (
     DeployError,
     LocalFederation,
     NodeSpec,
-    _alive,
     check_not_packed,
     descendants,
     https_open,
@@ -33,6 +32,7 @@ from fedpit.deploy import (
     split_to_nodes,
     write_examples,
 )
+from fedpit.deploy.processes import _alive
 from fedpit.rundir import read_jsonl
 from tests.helpers import examples
 

@@ -107,6 +107,7 @@ def test_micro_batches_group_by_length_and_keep_every_example():
     chunks = micro_batches(items, 2)
     assert [[len(e.input_ids) for e in c] for c in chunks] == [[1, 2], [3, 7], [8, 9]]
     assert sorted(id(e) for c in chunks for e in c) == sorted(id(e) for e in items)
+
     # Padded tokens paid: sorted (2 + 7 + 9) · 2 = 36 vs (9 + 7 + 8) · 2 = 48 in input order.
     def padded(groups):
         return sum(max(len(e.input_ids) for e in g) * len(g) for g in groups)
