@@ -69,7 +69,7 @@ def test_shared_prefix_logprobs_equal_scoring_each_sequence_whole(tiny_model_dir
     for batch_size in (1, 2, 32):
         got = shared_prefix_logprobs(rt.model, encoded, rt.tokenizer.pad_token_id, batch_size)
         assert torch.allclose(torch.tensor(got), torch.tensor(reference), atol=1e-4)
-    assert got[0] == pytest.approx(got[4], abs=1e-5)  # identical sequences, identical scores
+    assert got[0] == pytest.approx(got[4], abs=1e-4)  # identical sequences, equal scores
 
 
 def test_shared_prefix_logprobs_without_a_shared_prefix(tiny_model_dir):
