@@ -202,3 +202,63 @@ def test_post_steps_run_once_per_finished_cell(tmp_path: Path) -> None:
     posts.clear()
     run_sweep(spec, runner)  # resumed: nothing left to do
     assert posts == [] and runs.ran == [c.name for c in cells]
+
+
+class ResumingRunner(FakeRunner):
+    """Also answers ``fedpit run --resume DIR``: finishes the run in place."""
+
+    def __init__(self, resume_rc: int = 0) -> None:
+        super().__init__()
+        self.resumed: list[str] = []
+        self.resume_rc = resume_rc
+
+    def __call__(self, cmd: list[str], log: Path) -> int:
+        if cmd[4:5] != ["--resume"]:
+            return super().__call__(cmd, log)
+        run_dir = Path(cmd[5])
+        self.resumed.append(run_dir.name)
+        assert (run_dir / "server-state.safetensors").is_file()
+        if self.resume_rc == 0:
+            write_json(run_dir / "summary.json", {"resumed": True})
+        return self.resume_rc
+
+
+def _interrupt_after_a_round(spec_root: Path, name: str) -> Path:
+    """Make a finished cell look like one killed after round 1 (server state kept)."""
+    cell = spec_root / name
+    (cell / "summary.json").unlink()
+    (cell / "server-state.safetensors").write_bytes(b"state")
+    return cell
+
+
+def test_interrupted_federated_cell_resumes_instead_of_rerunning(sweep_file: Path) -> None:
+    spec = load_sweep(sweep_file)
+    run_sweep(spec, FakeRunner())
+    cell = _interrupt_after_a_round(spec.root, "fedpit-b0.5-s0")
+    runner = ResumingRunner()
+    rows = run_sweep(spec, runner)
+    assert runner.resumed == ["fedpit-b0.5-s0"] and runner.ran == []
+    assert json.loads((cell / "summary.json").read_text()) == {"resumed": True}
+    assert all(r["status"] == "done" for r in rows)
+
+
+def test_failed_resume_falls_back_to_a_fresh_run(sweep_file: Path) -> None:
+    spec = load_sweep(sweep_file)
+    run_sweep(spec, FakeRunner())
+    cell = _interrupt_after_a_round(spec.root, "fedavg-s1")
+    runner = ResumingRunner(resume_rc=2)
+    run_sweep(spec, runner)
+    assert runner.resumed == ["fedavg-s1"] and runner.ran == ["fedavg-s1"]
+    assert json.loads((cell / "summary.json").read_text())["method"] == "fedavg"
+    assert not (cell / "server-state.safetensors").exists()
+
+
+def test_a_cell_run_with_another_configuration_is_not_resumed(sweep_file: Path) -> None:
+    spec = load_sweep(sweep_file)
+    run_sweep(spec, FakeRunner())
+    cell = _interrupt_after_a_round(spec.root, "fedavg-s0")
+    config = (cell / "config.toml").read_text()
+    (cell / "config.toml").write_text(config.replace('"fed.rounds" = 1', '"fed.rounds" = 3'))
+    runner = ResumingRunner()
+    run_sweep(spec, runner)
+    assert runner.resumed == [] and runner.ran == ["fedavg-s0"]

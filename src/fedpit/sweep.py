@@ -15,7 +15,9 @@ A sweep file is a TOML configuration with one extra table::
 Each cell runs ``fedpit run`` in its own subprocess (Ray and simulation state never leak
 between cells) with ``run-dir=<dir>/<cell>``. A cell whose run directory holds
 ``summary.json`` is done and skipped; a cell directory without it is what an interrupted
-run leaves, so it is removed and rerun. ``<dir>/sweep.json`` lists every cell and its status.
+run leaves: a federated run continues from its last completed round (``fedpit run
+--resume``), anything else (or a failed resume) is removed and rerun. ``<dir>/sweep.json``
+lists every cell and its status.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from typing import Any
 
 from fedpit.config import METHODS, from_flat, load_toml, to_flat
 from fedpit.errors import ConfigError
-from fedpit.rundir import write_json
+from fedpit.rundir import RunDir, write_json
 
 BETA_METHODS = ("fedpit", "fedpit-v1")
 """Methods whose upload depends on β; every other method runs once per seed."""
@@ -42,6 +44,9 @@ GRID_KEYS = ("method", "seed", "fed.beta", "run-dir")
 """Keys the grid sets per cell; a sweep file may not fix them."""
 
 PENDING, RUNNING, DONE, FAILED = "pending", "running", "done", "failed"
+
+SERVER_STATE = RunDir(Path()).server_state.name
+"""The file a federated run saves after every round (what ``--resume`` continues from)."""
 
 Runner = Callable[[list[str], Path], int]
 """Runs one cell's command, logging to the given file; returns the exit code."""
@@ -190,6 +195,26 @@ def check_done_config(cell: Cell, base: Mapping[str, Any]) -> None:
         )
 
 
+def resumable(cell: Cell, base: Mapping[str, Any]) -> bool:
+    """Whether an interrupted cell can continue from its last completed round.
+
+    It can when it saved a server state (federated methods do, after every round) and was
+    run with this sweep's configuration.
+    """
+    if not (cell.run_dir / SERVER_STATE).is_file():
+        return False
+    try:
+        check_done_config(cell, base)
+    except ConfigError:
+        return False
+    return True
+
+
+def resume_command(cell: Cell) -> list[str]:
+    """``fedpit run --resume`` on the cell's run directory (its saved config.toml)."""
+    return [sys.executable, "-m", "fedpit.cli", "run", "--resume", str(cell.run_dir)]
+
+
 def _remove_partial(cell: Cell) -> None:
     """Remove what an interrupted run left (only if it looks like a run directory)."""
     d = cell.run_dir
@@ -211,15 +236,23 @@ def run_sweep(spec: SweepSpec, runner: Runner = subprocess_runner) -> list[dict[
             print(f"[sweep] {cell.name}: done, skipped", flush=True)
             run_post(spec, cell, runner)
             continue
-        if entry["status"] == "partial":
-            print(f"[sweep] {cell.name}: interrupted earlier, removing and rerunning", flush=True)
-            _remove_partial(cell)
+        interrupted = entry["status"] == "partial"
         entry["status"] = RUNNING
         _write_status(spec, cells, status)
-        print(f"[sweep] {cell.name}: running", flush=True)
         t0 = time.perf_counter()
-        rc = runner(command(cell, spec.base), spec.root / "logs" / f"{cell.name}.log")
-        finished = rc == 0 and cell_state(cell) == DONE
+        rc, finished = 0, False
+        if interrupted and resumable(cell, spec.base):
+            print(f"[sweep] {cell.name}: interrupted earlier, resuming", flush=True)
+            rc = runner(resume_command(cell), spec.root / "logs" / f"{cell.name}.resume.log")
+            finished = rc == 0 and cell_state(cell) == DONE
+            if not finished:
+                print(f"[sweep] {cell.name}: resume failed (exit {rc}), rerunning", flush=True)
+        if not finished:
+            if cell.run_dir.exists():
+                _remove_partial(cell)
+            print(f"[sweep] {cell.name}: running", flush=True)
+            rc = runner(command(cell, spec.base), spec.root / "logs" / f"{cell.name}.log")
+            finished = rc == 0 and cell_state(cell) == DONE
         entry.update(
             status=DONE if finished else FAILED,
             returncode=rc,
