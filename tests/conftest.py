@@ -16,3 +16,12 @@ torch.set_num_threads(1)
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A Hugging Face model directory holding the tiny Llama and its tokenizer."""
     return save_tiny(tmp_path_factory.mktemp("tiny-model"))
+
+
+@pytest.fixture
+def flower_task(monkeypatch):
+    """Messages need a run id, as if they were created inside a Flower run."""
+    from flwr.supercore.task_identity import TaskIdentity
+
+    for attr in ("_run_id", "_node_id", "_task_id"):
+        monkeypatch.setattr(TaskIdentity, attr, 1)

@@ -43,3 +43,13 @@ def examples(n: int, prefix: str = "q") -> list[Example]:
         )
         for i in range(n)
     ]
+
+
+class FakeGrid:
+    """The part of Flower's Grid a strategy samples nodes from."""
+
+    def __init__(self, n: int) -> None:
+        self.nodes = list(range(101, 101 + n))
+
+    def get_node_ids(self) -> list[int]:
+        return self.nodes

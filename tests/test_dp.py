@@ -7,7 +7,6 @@ import pytest
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM
-from flwr.supercore.task_identity import TaskIdentity
 
 from fedpit.config import default_flat, from_flat
 from fedpit.dp import (
@@ -20,21 +19,9 @@ from fedpit.dp import (
 from fedpit.errors import ConfigError
 from fedpit.privacy import ALLOWED_COUNTERS
 from fedpit.strategy import RoundFailedError, build_strategy
+from tests.helpers import FakeGrid
 
-
-@pytest.fixture(autouse=True)
-def task_identity(monkeypatch):
-    """Messages need a run id, as if they were created inside a Flower run."""
-    for attr in ("_run_id", "_node_id", "_task_id"):
-        monkeypatch.setattr(TaskIdentity, attr, 1)
-
-
-class FakeGrid:
-    def __init__(self, n):
-        self.nodes = list(range(101, 101 + n))
-
-    def get_node_ids(self):
-        return self.nodes
+pytestmark = pytest.mark.usefixtures("flower_task")
 
 
 def dp_strategy(global_state, clients=3, **dp):

@@ -3,7 +3,6 @@ import pytest
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Error, Message, MetricRecord, RecordDict
 from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
-from flwr.supercore.task_identity import TaskIdentity
 
 from fedpit.config import from_flat
 from fedpit.privacy import ALLOWED_COUNTERS
@@ -16,23 +15,9 @@ from fedpit.strategy import (
     aggregate_counters,
     build_strategy,
 )
+from tests.helpers import FakeGrid
 
-
-@pytest.fixture(autouse=True)
-def task_identity(monkeypatch):
-    """Messages need a run id, as if they were created inside a Flower run."""
-    for attr in ("_run_id", "_node_id", "_task_id"):
-        monkeypatch.setattr(TaskIdentity, attr, 1)
-
-
-class FakeGrid:
-    """The part of Flower's Grid a strategy samples nodes from."""
-
-    def __init__(self, n):
-        self.nodes = list(range(101, 101 + n))
-
-    def get_node_ids(self):
-        return self.nodes
+pytestmark = pytest.mark.usefixtures("flower_task")
 
 
 def reply(arrays, n, extra=None):
