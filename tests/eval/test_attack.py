@@ -267,3 +267,28 @@ def test_loss_only_attack_skips_extraction_but_keeps_mia(run_dir):
     assert result["extraction"] == {"members": None, "non_members": None}
     assert result["mia"]["auc"] is not None
     assert sum(calls) == 0  # no canaries planted here, so nothing was generated
+
+
+def test_shared_inputs_change_nothing_and_score_the_base_once(
+    run_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fresh = attack.run_attack(run_dir, "round:1", limit=4, extraction=False)
+    scored: list[int] = []
+    real = attack._losses
+
+    def counting(rt, examples, max_length):  # type: ignore[no-untyped-def]
+        scored.append(len(examples))
+        return real(rt, examples, max_length)
+
+    monkeypatch.setattr(attack, "_losses", counting)
+    inputs = attack.prepare(run_dir, None, limit=4, seed=0)
+    shared = [
+        attack.run_attack(run_dir, t, 4, 0, extraction=False, inputs=inputs)
+        for t in ("round:1", "global")
+    ]
+    assert shared[0] == fresh
+    assert scored == [8, 8, 8]  # the base once, then each target
+    with pytest.raises(ValueError, match="do not fit"):
+        attack.run_attack(run_dir, "global", 4, 1, extraction=False, inputs=inputs)
+    with pytest.raises(ValueError, match="do not fit"):
+        attack.run_attack(run_dir, "global", 5, 0, extraction=False, inputs=inputs)

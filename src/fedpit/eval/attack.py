@@ -21,10 +21,12 @@ import json
 import random
 import statistics
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from fedpit.batching import encode_pair
+from fedpit.config import RunConfig
 from fedpit.data.canary import CANARY_KEY, SEED_KEY, canary_format, is_canary
 from fedpit.data.example import Example
 from fedpit.eval import mia
@@ -205,6 +207,82 @@ def result_path(run_dir: Path, target: str) -> Path:
     return Path(run_dir) / ATTACK_DIR / f"{target.replace(':', '-')}.json"
 
 
+@dataclass(frozen=True)
+class AttackInputs:
+    """What every attacked model of one run shares; built once per command by :func:`prepare`.
+
+    The attacked examples, the base model's losses on them (the calibration reference)
+    and the synthetic-vs-private overlap do not depend on the target, so a command that
+    attacks the base, every round and the final model computes them once.
+    """
+
+    run_dir: Path
+    client: str | None
+    limit: int
+    seed: int
+    cfg: RunConfig
+    rt: Runtime
+    members: tuple[Example, ...]
+    non_members: tuple[Example, ...]
+    canaries: tuple[Example, ...]
+    base_losses: tuple[float, ...]
+    synthetic_overlap: dict[str, float] | None
+
+
+def clients_of(target_name: str) -> str | None:
+    """The client whose data a target is attacked on (``client:ID``/``upload:ID``), else None."""
+    if target_name.startswith(("client:", "upload:")):
+        return target_name.split(":", 1)[1]
+    return None
+
+
+def prepare(
+    run_dir: Path, client: str | None = None, limit: int = 0, seed: int = 0
+) -> AttackInputs:
+    """Sample the attacked examples of a run and score what does not depend on the target.
+
+    Args:
+        run_dir: The run directory.
+        client: Attack on this client's private data only (None: every client's).
+        limit: At most this many members and this many non-members (seeded sample).
+        seed: Seed of the subsample.
+    """
+    from fedpit.run_data import run_data_for
+
+    rd = RunDir(Path(run_dir))
+    cfg, rt = load_runtime(rd.root)
+    split = run_data_for(cfg).split
+    client_ids = [client] if client is not None else [str(i) for i in range(len(split.clients))]
+    private = [e for c in client_ids for e in split.clients[int(c)]]
+    rng = random.Random(seed)
+    members = _sample([e for e in private if not is_canary(e)], limit, rng)
+    non_members = _sample(split.test, limit, rng)
+    activate(rt, resolve_target(rd.root, BASE))
+    base_losses = _losses(rt, [*members, *non_members], cfg.model.max_length)
+
+    def tokenize(text: str) -> list[int]:
+        return rt.tokenizer(text, add_special_tokens=False)["input_ids"]  # type: ignore[operator]
+
+    overlap = synthetic_overlap(
+        _read_synthetic(rd, client_ids),
+        {c: [text_of(e) for e in split.clients[int(c)]] for c in client_ids},
+        tokenize,
+    )
+    return AttackInputs(
+        run_dir=rd.root,
+        client=client,
+        limit=limit,
+        seed=seed,
+        cfg=cfg,
+        rt=rt,
+        members=tuple(members),
+        non_members=tuple(non_members),
+        canaries=tuple(e for e in private if is_canary(e)),
+        base_losses=tuple(base_losses),
+        synthetic_overlap=overlap,
+    )
+
+
 def run_attack(
     run_dir: Path,
     target_name: str,
@@ -214,6 +292,7 @@ def run_attack(
     max_new_tokens: int = MAX_NEW_TOKENS,
     reference_secrets: int = REFERENCE_SECRETS,
     extraction: bool = True,
+    inputs: AttackInputs | None = None,
 ) -> dict[str, Any]:
     """Attack one model of a run, write ``RUN_DIR/attack/<target>.json`` and return it.
 
@@ -229,35 +308,32 @@ def run_attack(
         extraction: Run the (slow) greedy extraction on members and non-members; without
             it only the losses (membership inference) and the canaries are attacked,
             which is what per-round leakage curves need.
+        inputs: The run's shared inputs from :func:`prepare` with the same run, client,
+            ``limit`` and ``seed`` (computed here when None).
     """
     from fedpit.generator import make_generate_fn
-    from fedpit.run_data import run_data_for
 
     rd = RunDir(Path(run_dir))
     target = resolve_target(rd.root, target_name)
-    cfg, rt = load_runtime(rd.root)
-    split = run_data_for(cfg).split
-    client_ids = [str(i) for i in range(len(split.clients))]
-    if target_name.startswith(("client:", "upload:")):
-        client_ids = [target_name.split(":", 1)[1]]
-    private = [e for c in client_ids for e in split.clients[int(c)]]
-    rng = random.Random(seed)
-    members = _sample([e for e in private if not is_canary(e)], limit, rng)
-    non_members = _sample(split.test, limit, rng)
-    canaries = [e for e in private if is_canary(e)]
+    key = (rd.root, clients_of(target_name), limit, seed)
+    if inputs is None:
+        inputs = prepare(*key)
+    elif (inputs.run_dir, inputs.client, inputs.limit, inputs.seed) != key:
+        raise ValueError(f"attack inputs {inputs.run_dir} do not fit target {target_name!r}")
+    cfg, rt = inputs.cfg, inputs.rt
+    members, non_members, canaries = inputs.members, inputs.non_members, inputs.canaries
+    base_losses = list(inputs.base_losses)
     max_length = cfg.model.max_length
     generate = generate or make_generate_fn(rt.model, rt.tokenizer)
 
     def tokenize(text: str) -> list[int]:
         return rt.tokenizer(text, add_special_tokens=False)["input_ids"]  # type: ignore[operator]
 
-    activate(rt, resolve_target(rd.root, BASE))
-    base_losses = _losses(rt, [*members, *non_members], max_length)
     activate(rt, target)
     losses = _losses(rt, [*members, *non_members], max_length)
     attacked = [*members, *non_members, *canaries]
     spec = GenerationSpec(max_new_tokens=max_new_tokens)
-    prompted = attacked if extraction else canaries
+    prompted = attacked if extraction else list(canaries)
     texts = (
         [g.text for g in generate([rt.fmt.prompt(e) for e in prompted], spec)] if prompted else []
     )
@@ -296,7 +372,6 @@ def run_attack(
             mia_result["auc_calibrated"] = mia.auc(cal[:n_m], cal[n_m:])
 
     rounds = cfg.fed.rounds if cfg.is_federated else None
-    synthetic = _read_synthetic(rd, client_ids)
     result = {
         "target": target_name,
         "round": _round_of(target_name, rounds),
@@ -310,11 +385,7 @@ def run_attack(
         "canaries": canary_summary(
             [r["emitted"] for r in per_example if r["kind"] == "canary"], canary_lp, reference_lp
         ),
-        "synthetic_overlap": synthetic_overlap(
-            synthetic,
-            {c: [text_of(e) for e in split.clients[int(c)]] for c in client_ids},
-            tokenize,
-        ),
+        "synthetic_overlap": inputs.synthetic_overlap,
     }
     path = result_path(rd.root, target_name)
     write_atomic(path.with_suffix(".jsonl"), "".join(json.dumps(r) + "\n" for r in per_example))

@@ -59,19 +59,30 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
 
 def cmd_attack(args: argparse.Namespace) -> int:
     """Attack every requested target and print one table row each."""
-    from fedpit.eval.attack import default_targets, run_attack
+    from fedpit.eval.attack import AttackInputs, clients_of, default_targets, prepare, run_attack
 
     targets = args.target or default_targets(args.run_dir, args.all_rounds)
     if args.target and args.all_rounds:
         targets = [*targets, *(t for t in default_targets(args.run_dir, True) if t not in targets)]
     print(HEADER)
+    # Sampled examples, base losses and synthetic overlap are shared by the targets.
+    shared: dict[str | None, AttackInputs] = {}
     for target in targets:
+        client = clients_of(target)
+        if client not in shared:
+            shared[client] = prepare(args.run_dir, client, args.limit, args.seed)
         # Per-round targets get the cheap loss-based attacks unless asked for more.
         full = not target.startswith("round:") or args.extraction_every_round
         # Exposure needs a forward pass per reference secret: fewer on per-round curves.
         refs = args.canary_references if full else max(1, args.canary_references // 4)
         result = run_attack(
-            args.run_dir, target, args.limit, args.seed, extraction=full, reference_secrets=refs
+            args.run_dir,
+            target,
+            args.limit,
+            args.seed,
+            extraction=full,
+            reference_secrets=refs,
+            inputs=shared[client],
         )
         print(format_row(result), flush=True)
     print(f"results: {Path(args.run_dir) / 'attack'}")
