@@ -102,6 +102,10 @@ def test_table_values(report_dir: Path) -> None:
     assert fedavg["leakage MIA AUC calibrated"] == "0.860 ± 0.014"
     assert fedavg["leakage extraction ROUGE-L members"] == "0.205 ± 0.007"
     assert fedavg["leakage base floor"] == "0.100 ± 0.000"
+    assert fedavg["leakage loss gap"] == "0.500 ± 0.000"  # 2.0 − 1.5
+    # canary log-prob −40 + 10 · AUC: −31.0 and −30.8
+    assert fedavg["leakage canary log-prob"] == "-30.900 ± 0.141"
+    assert fedavg["leakage canary exposure"] == "0.910 ± 0.014"
     assert rows["fedmit"]["heldout judge WT"] == "unavailable"
     assert rows["fedpit β=0"]["heldout judge WT"] == "—"
     assert rows["fedpit β=0.5"]["leakage MIA AUC"] == "0.660 ± 0.014"
@@ -166,3 +170,16 @@ def test_rows_mixing_configurations_are_flagged(tmp_path: Path) -> None:
     assert mixed_rows([c, d]) == ["fedpit β=0.5: runs differ in lora.rank"]
     _, md = render([c, d], tmp_path / "out")
     assert "**Warning:** fedpit β=0.5: runs differ in lora.rank" in md.read_text()
+
+
+def test_canary_columns_only_when_a_run_planted_canaries(tmp_path: Path) -> None:
+    import json
+
+    from fedpit.report.render import table_columns
+
+    root = write_run(tmp_path, "fedavg", None, 0)
+    for path in (root / "attack").glob("*.json"):
+        doc = json.loads(path.read_text())
+        path.write_text(json.dumps({**doc, "canaries": None}))
+    names = [c.label for c in table_columns([load_run(root)])]
+    assert "loss gap" in names and not any("canary" in n for n in names)

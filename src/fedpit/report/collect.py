@@ -79,8 +79,17 @@ class AttackResult:
     mia_auc_calibrated: float | None
     extraction_members: float | None  # ROUGE-L of greedy continuations vs true responses
     extraction_non_members: float | None
+    loss_members: float | None
+    loss_non_members: float | None
     canary_logprob: float | None
     canary_exposure: float | None
+
+    @property
+    def loss_gap(self) -> float | None:
+        """Non-member minus member loss (nats/token): how much better members are fit."""
+        if self.loss_members is None or self.loss_non_members is None:
+            return None
+        return self.loss_non_members - self.loss_members
 
 
 @dataclass(frozen=True)
@@ -248,6 +257,8 @@ def _attack(doc: dict[str, Any]) -> AttackResult:
         mia_auc_calibrated=_num(mia.get("auc_calibrated")),
         extraction_members=_num((extraction.get("members") or {}).get("rouge_l")),
         extraction_non_members=_num((extraction.get("non_members") or {}).get("rouge_l")),
+        loss_members=_num(mia.get("loss_members")),
+        loss_non_members=_num(mia.get("loss_non_members")),
         canary_logprob=_num(canaries.get("mean_logprob")),
         canary_exposure=_num(canaries.get("mean_exposure")),
     )

@@ -112,8 +112,16 @@ def table_columns(runs: list[RunRecord]) -> list[Column]:
     leak = "leakage"
     cols += [
         Column("utility", "test loss", _numeric(lambda r: r.final_test_loss)),
+        Column(leak, "loss gap", _numeric(_attack("loss_gap"))),
         Column(leak, "MIA AUC", _numeric(_attack("mia_auc"))),
         Column(leak, "MIA AUC calibrated", _numeric(_attack("mia_auc_calibrated"))),
+    ]
+    if any(_attack("canary_logprob")(r) is not None for r in runs):
+        cols += [
+            Column(leak, "canary log-prob", _numeric(_attack("canary_logprob"))),
+            Column(leak, "canary exposure", _numeric(_attack("canary_exposure"))),
+        ]
+    cols += [
         Column(leak, "extraction ROUGE-L members", _numeric(_attack("extraction_members"))),
         Column(leak, "base floor", _numeric(_attack("extraction_members", base=True))),
     ]
@@ -216,7 +224,9 @@ def render(runs: list[RunRecord], out: Path) -> tuple[Path, Path]:
 
 TITLE = "FedPIT report"
 TABLE_NOTE = (
-    "Final global model (test sets: utility; leakage: attacks on members vs non-members). "
+    "Final global model (test sets: utility; leakage: attacks on members vs non-members; "
+    "loss gap: non-member minus member loss in nats/token; canary log-prob in nats, "
+    "exposure in bits). "
     "Cells: mean ± sample std over seeds; — = not measured; (k/n) = k of n runs measured; "
     "judge WT 'unavailable' = the judge failed its sanity check. Base floor: extraction "
     "ROUGE-L of the base model on the same members."
