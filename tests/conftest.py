@@ -12,6 +12,12 @@ from tests.tiny import save_tiny
 torch.set_num_threads(1)
 
 
+@pytest.fixture(autouse=True)
+def _no_base_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests compute base-model outputs afresh (tests of the cache switch it back on)."""
+    monkeypatch.setenv("FEDPIT_NO_BASE_CACHE", "1")
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A Hugging Face model directory holding the tiny Llama and its tokenizer."""

@@ -292,3 +292,50 @@ def test_shared_inputs_change_nothing_and_score_the_base_once(
         attack.run_attack(run_dir, "global", 4, 1, extraction=False, inputs=inputs)
     with pytest.raises(ValueError, match="do not fit"):
         attack.run_attack(run_dir, "global", 5, 0, extraction=False, inputs=inputs)
+
+
+@pytest.fixture
+def base_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The base-output cache switched on, in a fresh directory."""
+    monkeypatch.setenv("FEDPIT_CACHE", str(tmp_path))
+    monkeypatch.delenv("FEDPIT_NO_BASE_CACHE")
+    return tmp_path / "base-outputs"
+
+
+def test_base_attack_is_computed_once_per_split_and_equals_a_fresh_one(
+    run_dir: Path, with_canaries: list, base_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import fedpit.generator
+
+    monkeypatch.setenv("FEDPIT_NO_BASE_CACHE", "1")
+    fresh = attack.run_attack(run_dir, "base", limit=4, max_new_tokens=8, reference_secrets=5)
+    monkeypatch.delenv("FEDPIT_NO_BASE_CACHE")
+    assert not base_cache.exists()
+    generated: list[int] = []
+    scored: list[int] = []
+    real_make, real_losses, real_canaries = (
+        fedpit.generator.make_generate_fn,
+        attack._losses,
+        attack._canary_logprobs,
+    )
+
+    def make(*args, **kwargs):  # type: ignore[no-untyped-def]
+        inner = real_make(*args, **kwargs)
+        return lambda prompts, spec: generated.append(len(prompts)) or inner(prompts, spec)
+
+    monkeypatch.setattr(fedpit.generator, "make_generate_fn", make)
+    monkeypatch.setattr(attack, "_losses", lambda *a: scored.append(1) or real_losses(*a))
+    monkeypatch.setattr(
+        attack, "_canary_logprobs", lambda *a: scored.append(2) or real_canaries(*a)
+    )
+    again = [
+        attack.run_attack(run_dir, "base", limit=4, max_new_tokens=8, reference_secrets=5)
+        for _ in range(2)
+    ]
+    assert again[0] == again[1] == fresh  # JSON keeps every float exactly
+    assert generated == [4 + 4 + 2] and scored == [1, 2]  # the second time: all cached
+    kinds = sorted(p.name.split("-")[0] for p in base_cache.iterdir())
+    assert kinds == ["canary", "generate", "response"]
+    # A different decoding budget is a different entry.
+    attack.run_attack(run_dir, "base", limit=4, max_new_tokens=9, reference_secrets=5)
+    assert generated == [10, 10]

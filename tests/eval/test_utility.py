@@ -323,3 +323,25 @@ def test_eval_command_with_an_openai_compatible_judge(run, monkeypatch, capsys):
     assert judge["status"].startswith("unavailable") and judge["wt"] is None
     rows = (run.root / "eval" / "global__heldout.jsonl").read_text().splitlines()
     assert all("judge" in json.loads(r) for r in rows)
+
+
+def test_base_answers_are_reused_from_the_cache(run, tmp_path, monkeypatch):
+    _, rt = load_runtime(run.root)
+    _, exs = utility.load_test_set("heldout", run.root)
+    base = resolve_target(run.root, "base")
+    fresh, _ = utility.evaluate(rt, base, exs, 12, 2, fake_embed, progress=False)
+    monkeypatch.setenv("FEDPIT_CACHE", str(tmp_path))
+    monkeypatch.delenv("FEDPIT_NO_BASE_CACHE")
+    calls = []
+
+    def counting(*args, **kwargs):
+        inner = make_generate_fn(*args, **kwargs)
+        return lambda prompts, spec: calls.append(len(prompts)) or inner(prompts, spec)
+
+    monkeypatch.setattr(utility, "make_generate_fn", counting)
+    runs = [utility.evaluate(rt, base, exs, 12, 2, fake_embed, progress=False) for _ in range(2)]
+    assert runs[0][0] == runs[1][0] == fresh and calls == [len(exs)]
+    # Adapters are never answered from the cache.
+    for _ in range(2):
+        utility.evaluate(rt, resolve_target(run.root, "global"), exs, 12, 2, fake_embed, False)
+    assert calls == [len(exs)] * 3

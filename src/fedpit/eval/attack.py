@@ -30,6 +30,7 @@ from fedpit.config import RunConfig
 from fedpit.data.canary import CANARY_KEY, SEED_KEY, canary_format, is_canary
 from fedpit.data.example import Example
 from fedpit.eval import mia
+from fedpit.eval.base_cache import base_generate, cached
 from fedpit.eval.metrics import exact_match, longest_common_substring_tokens
 from fedpit.eval.targets import BASE, GLOBAL, activate, load_runtime, resolve_target
 from fedpit.generation import GenerateFn, GenerationSpec
@@ -257,8 +258,22 @@ def prepare(
     rng = random.Random(seed)
     members = _sample([e for e in private if not is_canary(e)], limit, rng)
     non_members = _sample(split.test, limit, rng)
-    activate(rt, resolve_target(rd.root, BASE))
-    base_losses = _losses(rt, [*members, *non_members], cfg.model.max_length)
+
+    def score_base() -> list[float]:
+        activate(rt, resolve_target(rd.root, BASE))
+        return _losses(rt, [*members, *non_members], cfg.model.max_length)
+
+    scored = [*members, *non_members]
+    base_losses = cached(
+        rt,
+        "response-nll",
+        {
+            "prompts": [rt.fmt.prompt(e) for e in scored],
+            "responses": [e.output for e in scored],
+            "max_length": cfg.model.max_length,
+        },
+        score_base,
+    )
 
     def tokenize(text: str) -> list[int]:
         return rt.tokenizer(text, add_special_tokens=False)["input_ids"]  # type: ignore[operator]
@@ -324,13 +339,17 @@ def run_attack(
     members, non_members, canaries = inputs.members, inputs.non_members, inputs.canaries
     base_losses = list(inputs.base_losses)
     max_length = cfg.model.max_length
-    generate = generate or make_generate_fn(rt.model, rt.tokenizer)
+    is_base = target.adapter_dir is None
+    if generate is None:
+        generate = make_generate_fn(rt.model, rt.tokenizer)
+        if is_base:  # the floor is the same for every run on this split: reuse it
+            generate = base_generate(rt, generate)
 
     def tokenize(text: str) -> list[int]:
         return rt.tokenizer(text, add_special_tokens=False)["input_ids"]  # type: ignore[operator]
 
     activate(rt, target)
-    losses = _losses(rt, [*members, *non_members], max_length)
+    losses = base_losses if is_base else _losses(rt, [*members, *non_members], max_length)
     attacked = [*members, *non_members, *canaries]
     spec = GenerationSpec(max_new_tokens=max_new_tokens)
     prompted = attacked if extraction else list(canaries)
@@ -341,7 +360,19 @@ def run_attack(
         texts = [""] * (len(members) + len(non_members)) + texts
     rows = extraction_rows(texts, [e.output for e in attacked], tokenize)
 
-    canary_lp, reference_lp = _canary_logprobs(rt, canaries, reference_secrets, seed, max_length)
+    def score_canaries() -> tuple[list[float], list[list[float]]]:
+        return _canary_logprobs(rt, canaries, reference_secrets, seed, max_length)
+
+    if is_base and canaries:
+        canary_key = {
+            "canaries": [[c.id, rt.fmt.prompt(c), c.output, c.meta[SEED_KEY]] for c in canaries],
+            "references": reference_secrets,
+            "seed": seed,
+            "max_length": max_length,
+        }
+        canary_lp, reference_lp = cached(rt, "canary-logprobs", canary_key, score_canaries)
+    else:
+        canary_lp, reference_lp = score_canaries()
 
     n_m, n_n = len(members), len(non_members)
     kinds = ["member"] * n_m + ["non_member"] * n_n + ["canary"] * len(canaries)

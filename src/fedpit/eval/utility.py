@@ -18,6 +18,7 @@ from fedpit.data.example import Example
 from fedpit.data.load import load_examples
 from fedpit.data.sources import DATA_DIR_ENV, find_data_file
 from fedpit.errors import DataError
+from fedpit.eval.base_cache import base_generate
 from fedpit.eval.metrics import Embed, rouge_l, semantic_similarity, token_f1
 from fedpit.eval.targets import BASE, GLOBAL, Target, activate, run_config
 from fedpit.generation import GenerationSpec
@@ -180,6 +181,8 @@ def evaluate(
     """
     activate(rt, target)
     generate = make_generate_fn(rt.model, rt.tokenizer, batch_size=batch_size, progress=progress)
+    if target.adapter_dir is None:  # the base model's answers do not depend on the run
+        generate = base_generate(rt, generate)
     spec = GenerationSpec(max_new_tokens, repetition_penalty=REPETITION_PENALTY)
     generations = generate([rt.fmt.prompt(ex) for ex in examples], spec)
     rows, metrics = score_answers(examples, [g.text.strip() for g in generations], embed)
