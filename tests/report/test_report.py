@@ -183,3 +183,26 @@ def test_canary_columns_only_when_a_run_planted_canaries(tmp_path: Path) -> None
         path.write_text(json.dumps({**doc, "canaries": None}))
     names = [c.label for c in table_columns([load_run(root)])]
     assert "loss gap" in names and not any("canary" in n for n in names)
+
+
+def test_save_runs_keeps_numbers_only_and_rebuilds_the_same_table(tmp_path: Path) -> None:
+    grid = write_grid(tmp_path / "sweep")
+    run = next(p for p in sorted(grid.iterdir()) if (p / "config.toml").is_file())
+    (run / "attack" / "global.jsonl").write_text('{"generation": "a private answer"}\n')
+    (run / "global").mkdir(exist_ok=True)
+    (run / "global" / "adapter_model.safetensors").write_bytes(b"weights")
+    parser = argparse.ArgumentParser()
+    add_commands(parser.add_subparsers())
+    out = tmp_path / "out"
+    args = parser.parse_args(["report", str(grid), "--out", str(out), "--save-runs"])
+    assert args.func(args) == 0
+    saved = out / "runs" / run.name
+    files = sorted(str(p.relative_to(saved)) for p in saved.rglob("*") if p.is_file())
+    assert "config.toml" in files and "metrics.jsonl" in files and "attack/global.json" in files
+    assert [f for f in files if f.endswith(".jsonl")] == ["metrics.jsonl"]
+    assert not any(f.startswith("global") for f in files)
+    # The archive alone rebuilds the report, and rebuilding in place copies nothing.
+    args = parser.parse_args(["report", str(out / "runs"), "--out", str(out), "--save-runs"])
+    before = (out / "report.md").read_text()
+    assert args.func(args) == 0
+    assert _rows((out / "report.md").read_text()) == _rows(before)

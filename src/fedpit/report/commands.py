@@ -10,14 +10,22 @@ SWEEP_HELP = """\
 Run a grid of `fedpit run` jobs (methods × β × seeds), each in its own subprocess.
 
 CONFIG.toml holds a [sweep] table (methods = [...], betas = [...], seeds = [...],
-optional dir = "runs/sweep-NAME") and any fixed configuration keys. β only varies for
-fedpit and fedpit-v1. Rerunning the command resumes: finished cells are skipped, an
-interrupted cell is removed and rerun. Status: <dir>/sweep.json; logs: <dir>/logs/.
+optional dir = "runs/sweep-NAME", optional post = ["attack {run} ...", ...]) and any
+fixed configuration keys. β only varies for fedpit and fedpit-v1. Rerunning the command
+resumes: finished cells are skipped, an interrupted federated cell continues from its last
+completed round (other interrupted cells are removed and rerun), and post steps a cell
+has not done yet run. Status: <dir>/sweep.json; logs: <dir>/logs/.
 """
 
 REPORT_HELP = """\
 Write report.html, report.md and PNG plots from run directories (or sweep directories,
 whose run directories are read). Only the run directories' result files are read.
+
+With --save-runs, the files the report read (configuration, summary, per-round metrics,
+eval/attack summaries: numbers, no example texts, no adapters) are also copied to
+OUT/runs/<run>/, so that `fedpit report OUT/runs --out OUT` rebuilds it later, e.g.:
+
+  fedpit report runs/sweep-experiment-medquad --out results/experiment-medquad --save-runs
 """
 
 
@@ -48,6 +56,11 @@ def cmd_report(args: argparse.Namespace) -> int:
     runs = collect_runs([Path(p) for p in args.paths])
     html_path, md_path = render(runs, Path(args.out))
     print(f"report of {len(runs)} runs: {html_path} and {md_path}")
+    if args.save_runs:
+        from fedpit.report.archive import save_summaries
+
+        saved = save_summaries(runs, Path(args.out) / "runs")
+        print(f"summary files of {len(saved)} runs copied to {Path(args.out) / 'runs'}")
     return 0
 
 
@@ -67,7 +80,13 @@ def add_commands(subparsers: Any) -> None:
         "report",
         help="HTML + Markdown report with plots from run directories",
         description=REPORT_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     report.add_argument("paths", nargs="+", metavar="RUN_DIR_OR_SWEEP_DIR")
     report.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    report.add_argument(
+        "--save-runs",
+        action="store_true",
+        help="also copy each run's summary files (no texts, no adapters) to OUT/runs/<run>/",
+    )
     report.set_defaults(func=cmd_report)
