@@ -339,3 +339,32 @@ def test_base_attack_is_computed_once_per_split_and_equals_a_fresh_one(
     # A different decoding budget is a different entry.
     attack.run_attack(run_dir, "base", limit=4, max_new_tokens=9, reference_secrets=5)
     assert generated == [10, 10]
+
+
+def test_a_run_without_a_global_model_is_attacked_per_client(
+    run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """The local baseline: each client's own model, attacked on that client's data."""
+    import argparse
+    import shutil
+
+    local = tmp_path / "local-run"
+    shutil.copytree(run_dir, local, ignore=shutil.ignore_patterns("attack"))
+    for cid in (0, 1):
+        shutil.copytree(local / "global", local / "clients" / str(cid) / "adapters" / "model")
+    shutil.rmtree(local / "global")
+    shutil.rmtree(local / "rounds")
+    assert attack.default_targets(local, True) == ["base", "client:0", "client:1"]
+    parser = argparse.ArgumentParser()
+    add_commands(parser.add_subparsers())
+    args = parser.parse_args(["attack", str(local), "--all-rounds", "--limit", "4"])
+    assert args.func(args) == 0
+    rows = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in rows[1:4]] == ["base", "client:0", "client:1"]
+    ids = {}
+    for cid in (0, 1):
+        result = json.loads((local / "attack" / f"client-{cid}.json").read_text())
+        assert result["n_members"] == 4 and result["mia"]["auc"] > 0.5
+        lines = (local / "attack" / f"client-{cid}.jsonl").read_text().splitlines()
+        ids[cid] = {json.loads(x)["id"] for x in lines if json.loads(x)["kind"] == "member"}
+    assert not ids[0] & ids[1]  # each client's own members

@@ -27,3 +27,19 @@ def test_targets_map_to_the_runs_adapter_directories(tmp_path):
         resolve_target(rd.root, "round:x")
     with pytest.raises(ConfigError, match="allowed: base, global"):
         resolve_target(rd.root, "server")
+
+
+def test_final_targets_are_global_else_each_clients_own_model(tmp_path):
+    from fedpit.eval.targets import default_targets, final_targets
+
+    def adapter(path):
+        path.mkdir(parents=True)
+        (path / "adapter_model.safetensors").write_bytes(b"")
+
+    assert final_targets(tmp_path) == ["global"]  # nothing yet: resolving it will say so
+    for cid in (1, 0, 10):
+        adapter(tmp_path / "clients" / str(cid) / "adapters" / "model")
+    (tmp_path / "clients" / "2" / "adapters" / "local").mkdir(parents=True)  # not a model
+    assert final_targets(tmp_path) == ["client:0", "client:1", "client:10"]
+    adapter(tmp_path / "global")
+    assert default_targets(tmp_path) == ["base", "global"]

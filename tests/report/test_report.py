@@ -206,3 +206,32 @@ def test_save_runs_keeps_numbers_only_and_rebuilds_the_same_table(tmp_path: Path
     before = (out / "report.md").read_text()
     assert args.func(args) == 0
     assert _rows((out / "report.md").read_text()) == _rows(before)
+
+
+def test_a_local_run_reports_the_mean_over_its_clients_models(tmp_path: Path) -> None:
+    import json
+
+    root = write_run(tmp_path, "fedavg", None, 0)  # then made global-less, like `local`
+    for kind, stem in (("attack", "global"), ("eval", "global__heldout")):
+        doc = json.loads((root / kind / f"{stem}.json").read_text())
+        (root / kind / f"{stem}.json").unlink()
+        for cid, scale in ((0, 1.0), (1, 0.5)):
+            doc = {**doc, "target": f"client:{cid}", "round": None}
+            if kind == "attack":
+                doc["mia"] = {**doc["mia"], "auc": 0.8 * scale}
+                doc["canaries"] = doc["canaries"] if cid == 0 else None
+            else:
+                doc["metrics"] = {**doc["metrics"], "rouge_l": 0.4 * scale}
+            name = stem.replace("global", f"client-{cid}")
+            (root / kind / f"{name}.json").write_text(json.dumps(doc))
+    for path in (root / "attack").glob("round-*.json"):
+        path.unlink()
+    run = load_run(root)
+    final = run.final_attack()
+    assert final is not None and final.target == "clients (mean)"
+    assert final.mia_auc == pytest.approx(0.6)  # (0.8 + 0.4) / 2
+    canary = json.loads((root / "attack" / "client-0.json").read_text())["canaries"]
+    assert final.canary_logprob == canary["mean_logprob"]  # only client 0 planted any
+    heldout = run.final_eval("heldout")
+    assert heldout is not None and heldout.rouge_l == pytest.approx(0.3)
+    assert run.base_attack() is not None and run.base_attack().target == "base"

@@ -30,6 +30,7 @@ from fedpit.config import RunConfig
 from fedpit.data.canary import CANARY_KEY, SEED_KEY, canary_format, is_canary
 from fedpit.data.example import Example
 from fedpit.eval import mia
+from fedpit.eval import targets as targets_lib
 from fedpit.eval.base_cache import base_generate, cached
 from fedpit.eval.metrics import exact_match, longest_common_substring_tokens
 from fedpit.eval.targets import BASE, GLOBAL, activate, load_runtime, resolve_target
@@ -425,8 +426,11 @@ def run_attack(
 
 
 def default_targets(run_dir: Path, all_rounds: bool) -> list[str]:
-    """``base`` and ``global``, plus ``round:N`` for every saved round if asked."""
-    targets = [BASE, GLOBAL]
+    """The base model and the run's final model(s), plus every saved ``round:N`` if asked.
+
+    The final model is ``global``, or each ``client:ID`` of a standalone baseline.
+    """
+    targets = targets_lib.default_targets(run_dir)
     if all_rounds:
         rounds = sorted(
             int(p.name.split("-", 1)[1]) for p in (Path(run_dir) / "rounds").glob("round-*")

@@ -32,7 +32,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
         "--target",
         action="append",
         metavar="T",
-        help="base, global, round:N or client:ID (repeatable; default: base and global)",
+        help="base, global, round:N or client:ID (repeatable; default: base and the final "
+        "model: global, or each client:ID of a run without one, e.g. local)",
     )
     cmd.add_argument(
         "--all-rounds", action="store_true", help="also attack the global model of every round"

@@ -21,7 +21,6 @@ if TYPE_CHECKING:
 
     from fedpit.config import LoraSettings
 
-DEFAULT_TARGETS = ("base", "global")
 
 EVAL_HELP = """\
 Answer a test set with models of a run and score the answers against the references
@@ -46,7 +45,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
         "--target",
         action="append",
         metavar="T",
-        help="base, global, round:N or client:ID (repeatable; default: base and global)",
+        help="base, global, round:N or client:ID (repeatable; default: base and the final "
+        "model: global, or each client:ID of a run without one, e.g. local)",
     )
     ev.add_argument(
         "--test-set",
@@ -91,12 +91,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     """``fedpit eval``: evaluate each target on one test set, write and print the results."""
     from fedpit.data.partition import embed_minilm
     from fedpit.eval import utility
-    from fedpit.eval.targets import load_runtime, resolve_target, run_config
+    from fedpit.eval.targets import default_targets, load_runtime, resolve_target, run_config
 
     if args.limit < 0 or args.max_new_tokens < 1 or args.batch_size < 1:
         raise ConfigError("--limit must be ≥ 0, --max-new-tokens and --batch-size ≥ 1")
     run_config(args.run_dir)  # fails first if RUN_DIR is not a run directory
-    names = list(dict.fromkeys(args.target or DEFAULT_TARGETS))
+    names = list(dict.fromkeys(args.target or default_targets(args.run_dir)))
     targets = [resolve_target(args.run_dir, name) for name in names]
     label, examples = utility.load_test_set(args.test_set, args.run_dir)
     examples = utility.subsample(examples, args.limit, args.seed)

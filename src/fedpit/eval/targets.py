@@ -26,6 +26,7 @@ from fedpit.runtime import Runtime, get_runtime
 
 BASE = "base"
 GLOBAL = "global"
+ADAPTER_FILE = "adapter_model.safetensors"
 
 
 @dataclass(frozen=True)
@@ -60,9 +61,36 @@ def resolve_target(run_dir: Path, name: str) -> Target:
         path = client / "local" if (client / "local").exists() else client / "model"
     else:
         raise ConfigError(f"target {name!r}; allowed: base, global, round:N, client:ID, upload:ID")
-    if not (path / "adapter_model.safetensors").is_file():
+    if not (path / ADAPTER_FILE).is_file():
         raise ConfigError(f"target {name!r}: no adapter at {path}")
     return Target(name, path)
+
+
+def final_targets(run_dir: Path) -> list[str]:
+    """The run's final model(s).
+
+    ``global``, or, for a standalone baseline that has none (``local``: every client
+    trains alone), each client's own model ``client:ID``.
+    """
+    rd = RunDir(Path(run_dir))
+    if (rd.final_adapter / ADAPTER_FILE).is_file():
+        return [GLOBAL]
+    clients = rd.root / "clients"
+    ids = sorted(
+        int(p.name)
+        for p in (clients.iterdir() if clients.is_dir() else [])
+        if p.name.isdigit() and (p / "adapters" / "model" / ADAPTER_FILE).is_file()
+    )
+    # With neither, ``global`` stays the answer and resolving it says what is missing.
+    return [f"client:{i}" for i in ids] or [GLOBAL]
+
+
+def default_targets(run_dir: Path) -> list[str]:
+    """What ``eval`` and ``attack`` look at unless told.
+
+    The base model (the floor) and the run's final model(s) (:func:`final_targets`).
+    """
+    return [BASE, *final_targets(run_dir)]
 
 
 def _int(name: str, prefix: str) -> int:

@@ -7,7 +7,9 @@ contract). Everything but ``config.toml`` may be missing: a record then has fewe
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import statistics
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -165,14 +167,41 @@ class RunRecord:
 
 
 def _final(results: list[Any], final_round: int) -> Any:
-    """The ``global`` target, else the ``round:<final>`` target, else None."""
+    """The final model's result.
+
+    The ``global`` target, else ``round:<final>``, else the mean over ``client:ID``
+    targets (a standalone baseline without a global model), else None.
+    """
     for result in results:
         if result.target == GLOBAL:
             return result
     for result in results:
         if result.target == f"round:{final_round}":
             return result
-    return None
+    clients = [r for r in results if r.target.startswith("client:")]
+    return mean_result(clients) if clients else None
+
+
+CLIENTS_MEAN = "clients (mean)"
+
+
+def mean_result(results: list[Any]) -> Any:
+    """One result whose numbers are the means over ``results`` (same dataclass).
+
+    Each ``float | None`` field is the mean of the values present (None when none is);
+    a nested judge result is kept only when there is a single result; other fields are
+    the first result's.
+    """
+    first = results[0]
+    changes: dict[str, Any] = {"target": CLIENTS_MEAN}
+    for field in dataclasses.fields(first):
+        values = [getattr(r, field.name) for r in results]
+        if field.type == "float | None":
+            present = [v for v in values if v is not None]
+            changes[field.name] = statistics.fmean(present) if present else None
+        elif field.name == "judge" and len(results) > 1:
+            changes[field.name] = None
+    return dataclasses.replace(first, **changes)
 
 
 def sort_key(run: RunRecord) -> tuple[int, float, int, str]:
