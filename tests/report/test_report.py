@@ -172,7 +172,7 @@ def test_rows_mixing_configurations_are_flagged(tmp_path: Path) -> None:
     assert "**Warning:** fedpit β=0.5: runs differ in lora.rank" in md.read_text()
 
 
-def test_canary_columns_only_when_a_run_planted_canaries(tmp_path: Path) -> None:
+def test_canary_and_judge_columns_only_when_measured(tmp_path: Path) -> None:
     import json
 
     from fedpit.report.render import table_columns
@@ -181,8 +181,12 @@ def test_canary_columns_only_when_a_run_planted_canaries(tmp_path: Path) -> None
     for path in (root / "attack").glob("*.json"):
         doc = json.loads(path.read_text())
         path.write_text(json.dumps({**doc, "canaries": None}))
+    for path in (root / "eval").glob("*.json"):
+        doc = json.loads(path.read_text())
+        path.write_text(json.dumps({**doc, "judge": None}))
     names = [c.label for c in table_columns([load_run(root)])]
-    assert "loss gap" in names and not any("canary" in n for n in names)
+    assert "loss gap" in names and "ROUGE-L" in names
+    assert not any("canary" in n or "judge" in n for n in names)
 
 
 def test_save_runs_keeps_numbers_only_and_rebuilds_the_same_table(tmp_path: Path) -> None:

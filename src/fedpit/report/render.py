@@ -107,8 +107,9 @@ def table_columns(runs: list[RunRecord]) -> list[Column]:
             Column(ts, "ROUGE-L", _numeric(_metric(ts, "rouge_l"))),
             Column(ts, "token F1", _numeric(_metric(ts, "token_f1"))),
             Column(ts, "semantic", _numeric(_metric(ts, "semantic"))),
-            Column(ts, "judge WT", _judge(ts)),
         ]
+        if any((e := r.final_eval(ts)) and e.judge for r in runs):  # only if a judge ran
+            cols.append(Column(ts, "judge WT", _judge(ts)))
     leak = "leakage"
     cols += [
         Column("utility", "test loss", _numeric(lambda r: r.final_test_loss)),
