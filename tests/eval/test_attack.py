@@ -1,4 +1,4 @@
-"""The privacy attacks: pure scoring on hand-made cases, then end to end on the tiny model."""
+"""The privacy attacks end to end on the tiny model (pure scores: test_leakage.py)."""
 
 from __future__ import annotations
 
@@ -23,71 +23,6 @@ from fedpit.generation import Generation, GenerationSpec
 from fedpit.rundir import RunDir, append_jsonl, create_run_dir
 from fedpit.scoring import response_nll
 from fedpit.train import train_adapter
-
-WORDS: dict[str, int] = {}
-
-
-def words(text: str) -> list[int]:
-    """A toy tokenizer: one id per distinct whitespace-separated word."""
-    return [WORDS.setdefault(w, len(WORDS)) for w in text.split()]
-
-
-# --- pure scoring -------------------------------------------------------------------
-
-
-def test_longest_shared_span_stays_inside_one_reference() -> None:
-    assert attack.longest_shared_span([1, 2, 3, 4, 5], [[9, 2, 3, 4, 8], [3, 4, 5]]) == 3
-    assert attack.longest_shared_span([1, 2, 3], [[1, 2], [3]]) == 2  # not across the join
-    assert attack.longest_shared_span([7, 7, 7], [[7, 7, 7, 7]]) == 3
-    assert attack.longest_shared_span([1, 2], [[3, 4]]) == 0
-    assert attack.longest_shared_span([], [[1]]) == 0
-    assert attack.longest_shared_span([0, 5], [[0, 5]]) == 2  # token id 0 is not the separator
-
-
-def test_longest_shared_span_matches_the_pairwise_reference() -> None:
-    from fedpit.eval.metrics import longest_common_substring_tokens
-
-    rng = random.Random(1)
-    for _ in range(50):
-        a = [rng.randrange(4) for _ in range(rng.randrange(12))]
-        refs = [[rng.randrange(4) for _ in range(rng.randrange(12))] for _ in range(3)]
-        expected = max(longest_common_substring_tokens(a, r) for r in refs)
-        assert attack.longest_shared_span(a, refs) == expected
-
-
-def test_extraction_scores_hand_made() -> None:
-    refs = ["the number is 42 and more", "patients report fatigue"]
-    gens = ["the  number is 42 and more", "fever and the number is 42"]
-    rows = attack.extraction_rows(gens, refs, words)
-    assert rows[0] == {"rouge_l": 1.0, "exact_match": True, "lcs_tokens": 6}
-    # "the number is 42" would share 4 tokens with ref 0, but it is compared with its own
-    # reference only: nothing in common.
-    assert rows[1] == {"rouge_l": 0.0, "exact_match": False, "lcs_tokens": 0}
-    summary = attack.summarise_extraction(rows)
-    assert summary == {"rouge_l": 0.5, "exact_match": 0.5, "lcs_tokens": 3.0, "lcs_tokens_max": 6}
-    assert attack.summarise_extraction([]) is None
-
-
-def test_synthetic_overlap_takes_the_closest_private_text_of_the_same_client() -> None:
-    private = {"0": ["a b c d", "x y"], "1": ["p q r s t u"]}
-    synthetic = {"0": ["a b c z", "p q r s"], "1": ["p q r s t u"]}
-    result = attack.synthetic_overlap(synthetic, private, words)
-    # "a b c z" vs "a b c d": LCS 3 of 4 → F 0.75; "p q r s" shares nothing with client 0;
-    # client 1 copies its own text verbatim (6 tokens).
-    assert result == {
-        "n": 3,
-        "rouge_l_mean": pytest.approx((0.75 + 0.0 + 1.0) / 3),
-        "rouge_l_max": 1.0,
-        "longest_span_tokens": 6,
-    }
-    assert attack.synthetic_overlap({}, private, words) is None
-
-
-def test_canary_summary() -> None:
-    out = attack.canary_summary([True, False], [-10.0, -30.0], [[-5.0, -12.0, -20.0]] * 2)
-    assert out == {"n": 2, "emitted": 1, "mean_logprob": -20.0, "mean_exposure": 0.5}
-    assert attack.canary_summary([], [], []) is None
-
 
 # --- a fake run on the tiny model ------------------------------------------------------
 

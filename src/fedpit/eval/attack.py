@@ -12,7 +12,8 @@
 - Synthetic-vs-private overlap of each client's self-generated data.
 
 Results go to ``RUN_DIR/attack/<target>.json`` (the contract's schema) with per-example
-rows in ``RUN_DIR/attack/<target>.jsonl``.
+rows in ``RUN_DIR/attack/<target>.jsonl``. The scores themselves are pure functions in
+:mod:`fedpit.eval.leakage`; this module runs the models and writes the files.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from __future__ import annotations
 import json
 import random
 import statistics
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,117 +33,21 @@ from fedpit.data.example import Example
 from fedpit.eval import mia
 from fedpit.eval import targets as targets_lib
 from fedpit.eval.base_cache import base_generate, cached
-from fedpit.eval.metrics import exact_match, longest_common_substring_tokens
+from fedpit.eval.leakage import (
+    canary_summary,
+    extraction_rows,
+    summarise_extraction,
+    synthetic_overlap,
+)
 from fedpit.eval.targets import BASE, GLOBAL, activate, load_runtime, resolve_target
 from fedpit.generation import GenerateFn, GenerationSpec
 from fedpit.rundir import RunDir, read_jsonl, write_atomic, write_json
 from fedpit.runtime import Runtime
 from fedpit.scoring import response_nll, shared_prefix_logprobs
-from fedpit.synth.rouge import rouge_l
 
 MAX_NEW_TOKENS = 64
 REFERENCE_SECRETS = 200
 ATTACK_DIR = "attack"
-
-Tokenize = Callable[[str], Sequence[int]]
-
-
-# --- pure scoring -------------------------------------------------------------------
-
-
-def longest_shared_span(tokens: Sequence[int], references: Sequence[Sequence[int]]) -> int:
-    """Length of the longest run of ``tokens`` found verbatim in any one reference.
-
-    The same number as the maximum of :func:`longest_common_substring_tokens` over the
-    references, fast enough for every synthetic text against all of a client's data.
-    Binary search on the length; each probe is a C-speed substring search, with token
-    ids mapped to characters and the references joined by a separator no token maps to.
-    """
-    text = "".join(chr(t + 1) for t in tokens)
-    hay = "\x00".join("".join(chr(t + 1) for t in ref) for ref in references)
-
-    def shared(k: int) -> bool:
-        return any(text[i : i + k] in hay for i in range(len(text) - k + 1))
-
-    lo, hi = 0, len(text)
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if shared(mid):
-            lo = mid
-        else:
-            hi = mid - 1
-    return lo
-
-
-def extraction_rows(
-    generations: Sequence[str], references: Sequence[str], tokenize: Tokenize
-) -> list[dict[str, Any]]:
-    """Per-example extraction scores of each generation against its true response."""
-    return [
-        {
-            "rouge_l": rouge_l(gen, ref),
-            "exact_match": exact_match(gen, ref),
-            "lcs_tokens": longest_common_substring_tokens(tokenize(gen), tokenize(ref)),
-        }
-        for gen, ref in zip(generations, references, strict=True)
-    ]
-
-
-def summarise_extraction(rows: Sequence[dict[str, Any]]) -> dict[str, float] | None:
-    """Mean ROUGE-L, exact-match rate, mean and max longest common token span."""
-    if not rows:
-        return None
-    return {
-        "rouge_l": statistics.fmean(r["rouge_l"] for r in rows),
-        "exact_match": statistics.fmean(float(r["exact_match"]) for r in rows),
-        "lcs_tokens": statistics.fmean(r["lcs_tokens"] for r in rows),
-        "lcs_tokens_max": max(r["lcs_tokens"] for r in rows),
-    }
-
-
-def synthetic_overlap(
-    synthetic: dict[str, Sequence[str]], private: dict[str, Sequence[str]], tokenize: Tokenize
-) -> dict[str, float] | None:
-    """How close each client's synthetic texts come to that client's private texts.
-
-    For every synthetic text: ROUGE-L against its closest private text, and the longest
-    token span it copies verbatim from any one of them. ``None`` when there is none.
-    """
-    scores: list[float] = []
-    span = 0
-    for client, texts in synthetic.items():
-        refs = private.get(client, [])
-        ref_tokens = [tokenize(r) for r in refs]
-        for text in texts:
-            scores.append(max((rouge_l(text, r) for r in refs), default=0.0))
-            span = max(span, longest_shared_span(tokenize(text), ref_tokens))
-    if not scores:
-        return None
-    return {
-        "n": len(scores),
-        "rouge_l_mean": statistics.fmean(scores),
-        "rouge_l_max": max(scores),
-        "longest_span_tokens": span,
-    }
-
-
-def canary_summary(
-    emitted: Sequence[bool],
-    logprobs: Sequence[float],
-    reference_logprobs: Sequence[Sequence[float]],
-) -> dict[str, float] | None:
-    """Count emitted canaries; mean log-probability (nats) and exposure (bits)."""
-    if not logprobs:
-        return None
-    return {
-        "n": len(logprobs),
-        "emitted": sum(emitted),
-        "mean_logprob": statistics.fmean(logprobs),
-        "mean_exposure": statistics.fmean(
-            mia.exposure(lp, refs) for lp, refs in zip(logprobs, reference_logprobs, strict=True)
-        ),
-    }
-
 
 # --- the model side -----------------------------------------------------------------
 
