@@ -12,7 +12,7 @@ from matplotlib.image import imread
 from fedpit.errors import DataError, FedPITError
 from fedpit.report.collect import collect_runs, load_run, mean_std
 from fedpit.report.commands import add_commands
-from fedpit.report.plots import frontier_points, utility_metric
+from fedpit.report.plots import frontier_points, leakage_by_round, utility_metric
 from fedpit.report.render import mixed_rows, render
 from tests.report import write_grid, write_run
 
@@ -228,9 +228,10 @@ def test_a_local_run_reports_the_mean_over_its_clients_models(tmp_path: Path) ->
                 doc["metrics"] = {**doc["metrics"], "rouge_l": 0.4 * scale}
             name = stem.replace("global", f"client-{cid}")
             (root / kind / f"{name}.json").write_text(json.dumps(doc))
-    for path in (root / "attack").glob("round-*.json"):
+    for path in (root / "attack").glob("round*.json"):
         path.unlink()
     run = load_run(root)
+    assert leakage_by_round(run, "mia_auc") == {}  # no per-round curve, not a lone base point
     final = run.final_attack()
     assert final is not None and final.target == "clients (mean)"
     assert final.mia_auc == pytest.approx(0.6)  # (0.8 + 0.4) / 2

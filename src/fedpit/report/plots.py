@@ -91,8 +91,14 @@ def plot_test_loss(runs: list[RunRecord], path: Path) -> Path | None:
 
 
 def leakage_by_round(run: RunRecord, field: str) -> dict[int, float]:
-    """A leakage number of the global model per round; round 0 is the base model."""
+    """A leakage number of the global model per round; round 0 is the base model.
+
+    Empty for a run without per-round attacks (standalone baselines): a base point alone
+    is no curve.
+    """
     attacks: list[AttackResult] = run.round_attacks()
+    if not attacks:
+        return {}
     base = run.base_attack()
     found = {a.round or 0: getattr(a, field) for a in attacks}
     if base is not None:
