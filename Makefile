@@ -31,7 +31,8 @@ flwr-run: setup
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1 \
 	  $(VENV)/bin/flwr run . --stream --federation-config "num-supernodes=$(or $(CLIENTS),3)" $(ARGS)
 
-test: setup
+# Lint and type checks first: CI runs `make test`, so they are enforced there.
+test: lint
 	$(VENV)/bin/pytest -q
 
 test-fast: setup
@@ -40,6 +41,7 @@ test-fast: setup
 lint: setup
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/mypy
 
 clean-venv:
 	rm -rf $(VENV)

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, cast
 
 import torch
+
+if TYPE_CHECKING:
+    from peft import PeftModel
+    from transformers import PreTrainedModel
 
 IGNORE_INDEX = -100
 
@@ -67,6 +72,14 @@ def collate(items: Sequence[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
     return {"input_ids": ids, "labels": labels, "attention_mask": mask}
 
 
+def hf_model(model: torch.nn.Module) -> PreTrainedModel:
+    """The Hugging Face model in ``model``: a PEFT model's base, else ``model`` itself."""
+    # torch types unknown Module attributes as ``Tensor | Module``: which model this is
+    # (a PEFT wrapper or a bare transformers model) is known only at run time.
+    base = cast("PeftModel", model).get_base_model() if hasattr(model, "get_base_model") else model
+    return cast("PreTrainedModel", base)
+
+
 def per_example_nll(
     model: torch.nn.Module, batch: dict[str, torch.Tensor]
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -79,7 +92,7 @@ def per_example_nll(
     Returns:
         ``(nll_sum, count)``, each of shape ``(batch,)``.
     """
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = hf_model(model)
     decoder = getattr(base, base.base_model_prefix)
     hidden = decoder(
         input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]

@@ -195,8 +195,8 @@ def warn_over_budget(rt: Runtime, examples: Sequence[Example], max_length: int) 
     from fedpit.data.budget import over_budget
 
     def count_tokens(example: Example) -> int:
-        prompt = rt.tokenizer(rt.fmt.prompt(example), add_special_tokens=False)  # type: ignore[operator]
-        response = rt.tokenizer(example.output + rt.fmt.end_text, add_special_tokens=False)  # type: ignore[operator]
+        prompt = rt.tokenizer(rt.fmt.prompt(example), add_special_tokens=False)
+        response = rt.tokenizer(example.output + rt.fmt.end_text, add_special_tokens=False)
         return len(prompt["input_ids"]) + len(response["input_ids"])
 
     warning = over_budget(examples, count_tokens, max_length).warning()

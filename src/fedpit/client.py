@@ -15,6 +15,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import torch
 from safetensors.torch import load_file
@@ -305,6 +306,7 @@ def _write_private_log(state_dir: Path, info: RoundInfo, log: dict[str, object])
     if synthetic is not None:
         path = state_dir / "synthetic" / f"round-{info.server_round:03d}.jsonl"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("".join(json.dumps(r) + "\n" for r in synthetic))  # type: ignore[union-attr]
+        rows = cast("list[dict[str, object]]", synthetic)  # as _Round.select logs them
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     with (state_dir / "metrics.jsonl").open("a") as fh:
         fh.write(json.dumps(log) + "\n")

@@ -11,8 +11,9 @@ refuses the round when they differ; every upload is appended to the node's audit
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
-from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from fedpit.adapters import PUBLIC, set_state
@@ -39,6 +40,9 @@ from fedpit.records import (
 from fedpit.run_data import client_examples, client_test_examples
 from fedpit.runtime import Runtime, get_runtime, set_threads
 from fedpit.scoring import mean_loss
+
+if TYPE_CHECKING:
+    from flwr.app.typing import MetricRecordValues
 
 app = ClientApp()
 
@@ -83,13 +87,16 @@ def checked_runtime(config: ConfigRecord, cfg: RunConfig) -> Runtime:
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     """Run one client round of the configured method and reply with the upload."""
-    config = msg.content[CONFIG]
+    # The server's message: CONFIG is a ConfigRecord, ARRAYS an ArrayRecord.
+    config = cast(ConfigRecord, msg.content[CONFIG])
     cfg = record_to_config(config)
     rt = checked_runtime(config, cfg)
     client_id, private, state_dir = node_data(cfg, context, str(config[CFG_PREFIX + RUN_DIR]))
-    info = RoundInfo(client_id, int(config["server-round"]), int(config[NUM_ROUNDS]), cfg.seed)
+    # Both are ints, set by Flower (server-round) and config_to_record (NUM_ROUNDS).
+    server_round, num_rounds = cast(int, config["server-round"]), cast(int, config[NUM_ROUNDS])
+    info = RoundInfo(client_id, int(server_round), int(num_rounds), cfg.seed)
     update = run_client_round(
-        rt, cfg, info, private, record_to_state(msg.content[ARRAYS]), state_dir
+        rt, cfg, info, private, record_to_state(cast(ArrayRecord, msg.content[ARRAYS])), state_dir
     )
     check_counters(update.counters)
     arrays = state_to_record(update.state)
@@ -102,7 +109,9 @@ def train(msg: Message, context: Context) -> Message:
         run_id=context.run_id,
     )
     append_audit(state_dir, audit)  # before sending: an unlogged upload never leaves
-    reply = RecordDict({ARRAYS: arrays, METRICS: MetricRecord(update.counters)})
+    # Cast: MetricRecord only reads the dict; dict's invariance rejects dict[str, float].
+    counters = cast("dict[str, MetricRecordValues]", update.counters)
+    reply = RecordDict({ARRAYS: arrays, METRICS: MetricRecord(counters)})
     return Message(reply, reply_to=msg)
 
 
@@ -112,13 +121,16 @@ def evaluate(msg: Message, context: Context) -> Message:
 
     Only the aggregate (mean response NLL and the number of examples) leaves the node.
     """
-    config = msg.content[CONFIG]
+    config = cast(ConfigRecord, msg.content[CONFIG])  # the server's: see train
     cfg = record_to_config(config)
     rt = checked_runtime(config, cfg)
     _, held_out, _ = node_data(cfg, context, str(config[CFG_PREFIX + RUN_DIR]), held_out=True)
-    set_state(rt.model, PUBLIC, record_to_state(msg.content[ARRAYS]))
+    set_state(rt.model, PUBLIC, record_to_state(cast(ArrayRecord, msg.content[ARRAYS])))
     rt.model.set_adapter(PUBLIC)
     loss = mean_loss(rt, held_out, cfg.model.max_length)
-    metrics = {NUM_EXAMPLES: float(len(held_out)), EVAL_LOSS: loss if held_out else 0.0}
+    metrics: dict[str, MetricRecordValues] = {
+        NUM_EXAMPLES: float(len(held_out)),
+        EVAL_LOSS: loss if held_out else 0.0,
+    }
     check_counters(metrics, EVAL_COUNTERS)
     return Message(RecordDict({METRICS: MetricRecord(metrics)}), reply_to=msg)

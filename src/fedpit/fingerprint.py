@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import torch
 from tokenizers import Tokenizer
 
+from fedpit.batching import hf_model
 from fedpit.data.example import Example
 from fedpit.errors import BaseModelMismatchError
 from fedpit.prompts import CHAT, PromptFormat
@@ -63,7 +64,8 @@ class BaseFingerprint:
 
 def _tensor_sha256(tensor: torch.Tensor) -> str:
     flat = tensor.detach().cpu().contiguous().reshape(-1)
-    return hashlib.sha256(flat.view(torch.uint8).numpy()).hexdigest()
+    # numpy's stubs give ndarray the buffer protocol (``__buffer__``) only on Python ≥ 3.12.
+    return hashlib.sha256(flat.view(torch.uint8).numpy()).hexdigest()  # type: ignore[arg-type]
 
 
 def tensors_sha256(tensors: Mapping[str, torch.Tensor]) -> str:
@@ -92,7 +94,7 @@ def base_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     ``base_model.model.`` prefix and ``.base_layer`` parts are removed, so the names (and
     the fingerprint) equal those of the bare Hugging Face model.
     """
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = hf_model(model)
     out: dict[str, torch.Tensor] = {}
     for name, tensor in base.state_dict(keep_vars=False).items():
         parts = name.split(".")

@@ -16,6 +16,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
@@ -169,7 +170,8 @@ def prepare(name: str, cache_dir: Path | None = None) -> str:
         source.path, gguf_file=source.gguf_file, dtype=torch.float32
     )
     # The GGUF quantiser marks the model as quantised; the weights are plain fp32 now.
-    model.hf_quantizer = None
+    # An attribute from_pretrained sets; PreTrainedModel does not declare it.
+    model.hf_quantizer = None  # type: ignore[assignment]
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -215,7 +217,8 @@ def load_model(path: str, device: torch.device, dtype: torch.dtype) -> PreTraine
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
     except (OSError, ValueError) as err:  # ValueError: an unknown architecture
         raise ModelError(f"cannot load model from {path!r}: {_first_line(err)}") from err
-    model.to(device)
+    # As a Module: functools.wraps on PreTrainedModel.to hides its method binding from mypy.
+    cast(torch.nn.Module, model).to(device)
     model.eval()
     for param in model.parameters():
         param.requires_grad_(False)

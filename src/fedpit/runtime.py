@@ -13,6 +13,7 @@ import functools
 import gc
 import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from peft import PeftModel
@@ -22,6 +23,9 @@ from fedpit.adapters import attach_adapters
 from fedpit.config import LoraSettings, ModelConfig
 from fedpit.fingerprint import BaseFingerprint, base_fingerprint
 from fedpit.prompts import PromptFormat, make_prompt_format
+
+if TYPE_CHECKING:
+    from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 DTYPES = {
     "float32": torch.float32,
@@ -35,7 +39,7 @@ class Runtime:
     """A loaded model ready for generation, scoring and adapter training."""
 
     model: PeftModel
-    tokenizer: object
+    tokenizer: PreTrainedTokenizerBase
     fmt: PromptFormat
     base_name: str
 

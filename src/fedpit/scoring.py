@@ -13,6 +13,7 @@ from fedpit.batching import (
     Encoded,
     collate,
     encode_pair,
+    hf_model,
     length_batches,
     per_example_nll,
 )
@@ -98,7 +99,7 @@ def shared_prefix_logprobs(
     # Leave at least one token of every sequence to the suffix pass.
     shortest = min(len(e.input_ids) for e in encoded)
     p = min(common_prefix_length([e.input_ids for e in encoded]), shortest - 1)
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = hf_model(model)
     decoder = getattr(base, base.base_model_prefix)
     head = base.get_output_embeddings()
     device = next(model.parameters()).device

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import shutil
 import time
+from typing import Any
 
 import torch
 from flwr.app import ArrayRecord, Context, MetricRecord
@@ -95,7 +96,7 @@ def run_server(grid: Grid, cfg: RunConfig, rd: RunDir) -> dict[str, object]:
             return None  # the resumed global model was evaluated before the interruption
         set_state(rt.model, PUBLIC, record_to_state(arrays))
         loss = test_loss(rt, run_data, cfg.model.max_length)
-        record = {
+        record: dict[str, Any] = {
             "round": server_round,
             "test_loss": loss,
             "client_eval_loss": client_eval.get(server_round),

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import statistics
 import time
+from typing import TYPE_CHECKING, cast
 
 from fedpit.adapters import (
     PUBLIC,
@@ -31,6 +32,9 @@ from fedpit.rundir import RunDir, append_jsonl, create_run_dir, write_json
 from fedpit.runtime import get_runtime, set_threads
 from fedpit.server_app import format_round, summarize, test_loss
 from fedpit.strategy import aggregate_counters
+
+if TYPE_CHECKING:
+    from flwr.app.typing import MetricRecordValues
 
 # The client-round method that implements each standalone baseline.
 CLIENT_METHOD = {"local": "fedavg", "local-selfgen": "fedmit", "centralized": "fedavg"}
@@ -99,7 +103,11 @@ def _merge(counters: list[dict[str, float]]) -> dict[str, float]:
     """Sum counts and average timings over clients, as the federated server does."""
     from flwr.app import MetricRecord, RecordDict
 
-    records = [RecordDict({"metrics": MetricRecord(c)}) for c in counters]
+    # Cast: MetricRecord only reads the dict; dict's invariance rejects dict[str, float].
+    records = [
+        RecordDict({"metrics": MetricRecord(cast("dict[str, MetricRecordValues]", c))})
+        for c in counters
+    ]
     return dict(aggregate_counters(records, "num-examples"))  # type: ignore[arg-type]
 
 

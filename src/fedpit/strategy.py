@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
@@ -26,6 +26,9 @@ from fedpit.dp import WRAPPERS, make_accountant
 from fedpit.errors import FedPITError
 from fedpit.privacy import NUM_EXAMPLES
 from fedpit.validation import check_update
+
+if TYPE_CHECKING:
+    from flwr.app.typing import MetricRecordValues
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +51,25 @@ Problem = dict[str, object]
 """One dropped client in a round: ``node`` id, ``kind`` (error, timeout, rejected), ``reason``."""
 ProblemHook = Callable[[int, list[Problem]], None]
 
+if TYPE_CHECKING:
+
+    class RecordingStrategy(Strategy):
+        """What :func:`build_strategy` returns: a Flower strategy with the recording layer.
+
+        Only for type checking: :func:`_recording` subclasses a Flower strategy class
+        chosen at run time, which a static type cannot name.
+        """
+
+        problems: dict[int, list[Problem]]
+
+        def optimizer_state(self) -> dict[str, np.ndarray]:
+            """The server optimiser's state as ``<name>/<key>`` arrays."""
+            ...
+
+        def load_optimizer_state(self, state: dict[str, np.ndarray]) -> None:
+            """Restore what :meth:`optimizer_state` returned."""
+            ...
+
 
 class RoundFailedError(FedPITError):
     """Fewer valid client updates than ``fed.min-clients`` arrived in a round."""
@@ -65,7 +87,9 @@ def aggregate_counters(records: list[RecordDict], weight_key: str) -> MetricReco
         for key, value in metrics.items():
             totals[key] = totals.get(key, 0.0) + float(value)  # type: ignore[arg-type]
     n = max(1, len(records))
-    out = {k: (v / n if k.startswith("seconds-") else v) for k, v in totals.items()}
+    out: dict[str, MetricRecordValues] = {
+        k: (v / n if k.startswith("seconds-") else v) for k, v in totals.items()
+    }
     out[CLIENTS] = float(len(records))
     del weight_key
     return MetricRecord(out)
@@ -103,7 +127,7 @@ def _evaluated_examples(replies: list[Message]) -> float:
     return total
 
 
-def _recording(base: type[Strategy]) -> type[Strategy]:
+def _recording(base: type[Strategy]) -> Callable[..., RecordingStrategy]:
     class Recording(base):  # type: ignore[misc, valid-type]
         """``base`` that screens replies, records problems and hooks every aggregation."""
 
@@ -189,8 +213,8 @@ def _recording(base: type[Strategy]) -> type[Strategy]:
                 if msg.has_error():
                     reason = ANSI.sub("", str(msg.error.reason or f"code {msg.error.code}"))
                     problems.append({"node": node, "kind": "error", "reason": reason[-MAX_REASON:]})
-                elif (reason := screen_reply(msg.content, self._expected)) is not None:
-                    problems.append({"node": node, "kind": "rejected", "reason": reason})
+                elif (rejection := screen_reply(msg.content, self._expected)) is not None:
+                    problems.append({"node": node, "kind": "rejected", "reason": rejection})
                 else:
                     valid.append(msg)
             for node in self._sampled:
@@ -248,7 +272,7 @@ def build_strategy(
     on_problems: ProblemHook | None = None,
     round_offset: int = 0,
     template: dict[str, np.ndarray] | None = None,
-) -> Strategy:
+) -> RecordingStrategy:
     """The Flower strategy for ``cfg.method`` (all sample the same clients per round).
 
     Federated evaluation (each sampled client scores the new global model on its private
@@ -296,7 +320,7 @@ RECORDING_KEYS = (
 """The arguments of the recording layer (the rest configure Flower's strategy)."""
 
 
-def _private(cfg: RunConfig, common: dict[str, Any], per_round: int) -> Strategy:
+def _private(cfg: RunConfig, common: dict[str, Any], per_round: int) -> RecordingStrategy:
     """FedAvg (or FedProx) inside Flower's DP wrapper for ``cfg.dp.mode``, recorded outside.
 
     The recording layer wraps the DP wrapper, not the reverse: it screens replies before

@@ -226,7 +226,9 @@ def _remove_partial(cell: Cell) -> None:
 def run_sweep(spec: SweepSpec, runner: Runner = subprocess_runner) -> list[dict[str, Any]]:
     """Run every cell not yet done; write ``sweep.json`` after each change of status."""
     cells = plan(spec)
-    status = {c.name: {"status": cell_state(c), "returncode": None, "seconds": None} for c in cells}
+    status: dict[str, dict[str, Any]] = {
+        c.name: {"status": cell_state(c), "returncode": None, "seconds": None} for c in cells
+    }
     for cell in cells:
         if status[cell.name]["status"] == DONE:
             check_done_config(cell, spec.base)

@@ -98,6 +98,7 @@ def train_adapter(
             if proximal_mu > 0:
                 assert anchor is not None
                 prox = 0.5 * proximal_mu * sum(((named[n] - anchor[n]) ** 2).sum() for n in named)
+                assert isinstance(prox, torch.Tensor)  # a sum of tensors: named is not empty
                 prox.backward()
                 loss_value += float(prox.detach())
             if max_grad_norm > 0:

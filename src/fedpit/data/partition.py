@@ -19,6 +19,7 @@ from fedpit.errors import ConfigError, DataError, ModelError
 
 if TYPE_CHECKING:
     from flwr_datasets.partitioner import Partitioner
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 Embed = Callable[[list[str]], np.ndarray]
 METHODS = ("iid", "dirichlet", "natural", "kmeans")
@@ -136,7 +137,7 @@ def partition_kmeans(
 
 
 @functools.lru_cache(maxsize=1)
-def _minilm() -> tuple[object, object]:
+def _minilm() -> tuple[PreTrainedTokenizerBase, PreTrainedModel]:
     """The MiniLM tokenizer and encoder, loaded once per process."""
     import importlib.util
     from pathlib import Path

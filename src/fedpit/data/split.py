@@ -143,6 +143,8 @@ def make_split(
         trained = {normalize_question(e.instruction) for e in train}
         candidates = [e for e in rest if normalize_question(e.instruction) not in trained]
         size = min(client_test_size, len(candidates))
-        pick = eval_rng.choice(len(candidates), size=size, replace=False) if size else []
+        pick: np.ndarray | list[int] = (
+            eval_rng.choice(len(candidates), size=size, replace=False) if size else []
+        )
         client_tests.append([candidates[i] for i in sorted(int(i) for i in pick)])
     return FederatedSplit(clients=clients, client_names=names, test=test, client_tests=client_tests)

@@ -182,7 +182,7 @@ def prepare(
     )
 
     def tokenize(text: str) -> list[int]:
-        return rt.tokenizer(text, add_special_tokens=False)["input_ids"]  # type: ignore[operator]
+        return rt.tokenizer(text, add_special_tokens=False)["input_ids"]
 
     overlap = synthetic_overlap(
         _read_synthetic(rd, client_ids),
@@ -252,7 +252,7 @@ def run_attack(
             generate = base_generate(rt, generate)
 
     def tokenize(text: str) -> list[int]:
-        return rt.tokenizer(text, add_special_tokens=False)["input_ids"]  # type: ignore[operator]
+        return rt.tokenizer(text, add_special_tokens=False)["input_ids"]
 
     activate(rt, target)
     losses = base_losses if is_base else _losses(rt, [*members, *non_members], max_length)

@@ -71,7 +71,7 @@ def cached(rt: Runtime, kind: str, key: dict[str, Any], compute: Callable[[], T]
         return compute()
     path = cache_path(rt, kind, key)
     try:
-        return json.loads(path.read_text())["value"]  # type: ignore[no-any-return]
+        return json.loads(path.read_text())["value"]
     except (OSError, ValueError, KeyError, TypeError):
         pass
     value = compute()
@@ -84,7 +84,7 @@ def base_generate(rt: Runtime, generate: GenerateFn) -> GenerateFn:
 
     def cached_generate(prompts: Sequence[str], spec: GenerationSpec) -> list[Generation]:
         key = {"prompts": list(prompts), "spec": dataclasses.asdict(spec)}
-        rows = cached(
+        rows: list[list[Any]] = cached(
             rt, "generate", key, lambda: [[g.text, g.finished] for g in generate(prompts, spec)]
         )
         return [Generation(text, finished) for text, finished in rows]

@@ -10,16 +10,19 @@ import argparse
 import json
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from fedpit.errors import ConfigError
 from fedpit.eval.judge import judge_pairs
 from fedpit.eval.judge_backends import add_judge_arguments, make_backend
 
 if TYPE_CHECKING:
+    import torch
     from transformers import PreTrainedModel
+    from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
     from fedpit.config import LoraSettings
+    from fedpit.prompts import PromptFormat
 
 
 EVAL_HELP = """\
@@ -32,7 +35,7 @@ and .jsonl (per-example answers). Targets: base, global, round:N, client:ID.
 """
 
 
-def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_commands(subparsers: argparse._SubParsersAction) -> None:
     """Add ``eval``, ``generate`` and ``export`` to the ``fedpit`` command."""
     ev = subparsers.add_parser(
         "eval",
@@ -154,6 +157,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if args.max_new_tokens < 1:
         raise ConfigError(f"--max-new-tokens = {args.max_new_tokens}; expected ≥ 1")
     source = Path(args.model).expanduser()
+    model: torch.nn.Module  # a run's PEFT model, or a plain base or exported model
     if (source / "config.toml").is_file():
         _, rt = load_runtime(source)
         activate(rt, resolve_target(source, args.target or GLOBAL))
@@ -170,7 +174,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_plain(name: str) -> tuple[object, object, object]:
+def _load_plain(name: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, PromptFormat]:
     """A base or exported model (no adapters), its tokenizer and its prompt format."""
     import torch
 
@@ -222,7 +226,8 @@ def merge_adapter(base_path: str, lora: LoraSettings, adapter_dir: Path) -> PreT
     base = model_lib.load_model(base_path, torch.device("cpu"), torch.float32)
     peft_model = get_peft_model(base, lora_config(lora))
     set_state(peft_model, "default", load_file(str(adapter_dir / "adapter_model.safetensors")))
-    return peft_model.merge_and_unload()
+    # peft types the result as a Module; for a LoRA model it is the base model, merged.
+    return cast("PreTrainedModel", peft_model.merge_and_unload())
 
 
 def export_merged(

@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 import statistics
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from fedpit.eval import mia
@@ -71,7 +71,9 @@ def summarise_extraction(rows: Sequence[dict[str, Any]]) -> dict[str, float] | N
 
 
 def synthetic_overlap(
-    synthetic: dict[str, Sequence[str]], private: dict[str, Sequence[str]], tokenize: Tokenize
+    synthetic: Mapping[str, Sequence[str]],
+    private: Mapping[str, Sequence[str]],
+    tokenize: Tokenize,
 ) -> dict[str, float] | None:
     """How close each client's synthetic texts come to that client's private texts.
 
