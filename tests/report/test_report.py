@@ -240,3 +240,20 @@ def test_a_local_run_reports_the_mean_over_its_clients_models(tmp_path: Path) ->
     heldout = run.final_eval("heldout")
     assert heldout is not None and heldout.rouge_l == pytest.approx(0.3)
     assert run.base_attack() is not None and run.base_attack().target == "base"
+
+
+def test_finished_only_leaves_out_running_cells(tmp_path: Path, capsys) -> None:
+    grid = write_grid(tmp_path / "sweep")
+    write_run(grid / "fedavg-s9", "fedavg", None, 9, finished=False)
+    parser = argparse.ArgumentParser()
+    add_commands(parser.add_subparsers())
+    out = tmp_path / "out"
+    args = parser.parse_args(["report", str(grid), "--out", str(out), "--finished-only"])
+    assert args.func(args) == 0
+    assert "left out (no summary.json yet): fedavg-s9" in capsys.readouterr().out
+    assert _rows((out / "report.md").read_text())["fedavg"]["runs"] == "2"
+    with pytest.raises(FedPITError, match="no finished run"):
+        only = parser.parse_args(
+            ["report", str(grid / "fedavg-s9"), "--out", str(out), "--finished-only"]
+        )
+        only.func(only)

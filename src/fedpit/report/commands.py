@@ -50,10 +50,18 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """``fedpit report RUN_DIR_OR_SWEEP_DIR ... --out DIR``."""
+    from fedpit.errors import FedPITError
     from fedpit.report.collect import collect_runs
     from fedpit.report.render import render
 
     runs = collect_runs([Path(p) for p in args.paths])
+    if args.finished_only:
+        left_out = [r.name for r in runs if not r.finished]
+        runs = [r for r in runs if r.finished]
+        if left_out:
+            print(f"left out (no summary.json yet): {', '.join(left_out)}")
+        if not runs:
+            raise FedPITError("no finished run to report (--finished-only)")
     html_path, md_path = render(runs, Path(args.out))
     print(f"report of {len(runs)} runs: {html_path} and {md_path}")
     if args.save_runs:
@@ -84,6 +92,11 @@ def add_commands(subparsers: Any) -> None:
     )
     report.add_argument("paths", nargs="+", metavar="RUN_DIR_OR_SWEEP_DIR")
     report.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    report.add_argument(
+        "--finished-only",
+        action="store_true",
+        help="leave out runs without summary.json (still running or interrupted)",
+    )
     report.add_argument(
         "--save-runs",
         action="store_true",
