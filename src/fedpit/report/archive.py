@@ -9,11 +9,11 @@ configuration, the summary, the per-round metrics and the ``eval``/``attack`` su
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
 from fedpit.report.collect import RunRecord
+from fedpit.rundir import write_atomic
 
 TOP_FILES = ("config.toml", "summary.json", "metrics.jsonl")
 SUMMARY_DIRS = ("eval", "attack")  # only their *.json summaries, never the .jsonl rows
@@ -39,7 +39,6 @@ def save_summaries(runs: Sequence[RunRecord], dest: Path) -> list[Path]:
         if target.resolve() == Path(run.path).resolve():
             continue
         for rel in summary_files(run.path):
-            (target / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(run.path / rel, target / rel)
+            write_atomic(target / rel, (run.path / rel).read_text())
         written.append(target)
     return written
