@@ -262,3 +262,30 @@ def test_a_cell_run_with_another_configuration_is_not_resumed(sweep_file: Path) 
     runner = ResumingRunner()
     run_sweep(spec, runner)
     assert runner.resumed == [] and runner.ran == ["fedavg-s0"]
+
+
+def test_remaining_time_counts_each_pending_cell_by_its_group() -> None:
+    from fedpit.sweep import Cell, group_of, remaining_seconds
+
+    def cell(method: str, beta: float | None, seed: int) -> Cell:
+        return Cell(method, beta, seed, Path())
+
+    assert (
+        group_of(cell("fedpit", 0.5, 2)) == "fedpit-b0.5"
+        and group_of(cell("local", None, 1)) == "local"
+    )
+    measured = {"fedavg": [100.0, 200.0], "fedpit-b0.5": [600.0]}
+    pending = [cell("fedavg", None, 2), cell("fedpit", 0.5, 2), cell("fedmit", None, 2)]
+    # 150 (fedavg mean) + 600 (fedpit β 0.5) + 300 (fedmit unmeasured: the mean of all three)
+    assert remaining_seconds(measured, pending) == pytest.approx(1050.0)
+    assert remaining_seconds(measured, []) == 0.0
+    assert remaining_seconds({}, pending) != remaining_seconds({}, pending)  # nan: unknown
+
+
+def test_sweep_prints_progress_after_each_cell(
+    sweep_file: Path, capsys: pytest.CaptureFixture
+) -> None:
+    run_sweep(load_sweep(sweep_file), FakeRunner())
+    lines = [x for x in capsys.readouterr().out.splitlines() if "cells done" in x]
+    assert lines[0].startswith("[sweep] 1/6 cells done, about ")
+    assert lines[-1] == "[sweep] 6/6 cells done"

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import shlex
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -223,6 +224,37 @@ def _remove_partial(cell: Cell) -> None:
     shutil.rmtree(d)
 
 
+def group_of(cell: Cell) -> str:
+    """The cell's name without its seed: cells of one group take about as long."""
+    return cell.name.rsplit("-s", 1)[0]
+
+
+def remaining_seconds(measured: Mapping[str, Sequence[float]], pending: Sequence[Cell]) -> float:
+    """Estimated wall time of the ``pending`` cells (run and post steps).
+
+    Each pending cell counts the mean time measured for its group (:func:`group_of`),
+    else the mean over every measured cell. ``nan`` when nothing was measured yet.
+    """
+    every = [t for times in measured.values() for t in times]
+    if not every:
+        return float("nan")
+    overall = statistics.fmean(every)
+    return sum(
+        statistics.fmean(measured[g]) if measured.get(g) else overall
+        for g in map(group_of, pending)
+    )
+
+
+def _progress(
+    cells: list[Cell], status: dict[str, dict[str, Any]], measured: Mapping[str, list[float]]
+) -> str:
+    pending = [c for c in cells if status[c.name]["status"] != DONE]
+    done = len(cells) - len(pending)
+    left = remaining_seconds(measured, pending)
+    eta = "" if left != left or not pending else f", about {left / 60:.0f} min left"
+    return f"[sweep] {done}/{len(cells)} cells done{eta}"
+
+
 def run_sweep(spec: SweepSpec, runner: Runner = subprocess_runner) -> list[dict[str, Any]]:
     """Run every cell not yet done; write ``sweep.json`` after each change of status."""
     cells = plan(spec)
@@ -232,6 +264,7 @@ def run_sweep(spec: SweepSpec, runner: Runner = subprocess_runner) -> list[dict[
     for cell in cells:
         if status[cell.name]["status"] == DONE:
             check_done_config(cell, spec.base)
+    measured: dict[str, list[float]] = {}  # wall seconds (run + post) of cells run here
     for cell in cells:
         entry = status[cell.name]
         if entry["status"] == DONE:
@@ -264,6 +297,8 @@ def run_sweep(spec: SweepSpec, runner: Runner = subprocess_runner) -> list[dict[
         print(f"[sweep] {cell.name}: {entry['status']} (exit {rc})", flush=True)
         if finished:
             run_post(spec, cell, runner)
+            measured.setdefault(group_of(cell), []).append(time.perf_counter() - t0)
+        print(_progress(cells, status, measured), flush=True)
     return _write_status(spec, cells, status)
 
 
