@@ -289,3 +289,39 @@ def test_sweep_prints_progress_after_each_cell(
     lines = [x for x in capsys.readouterr().out.splitlines() if "cells done" in x]
     assert lines[0].startswith("[sweep] 1/6 cells done, about ")
     assert lines[-1] == "[sweep] 6/6 cells done"
+
+
+def test_a_failed_post_step_is_reported_and_retried(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    path = tmp_path / "grid.toml"
+    path.write_text(
+        SWEEP.replace("seeds = [0, 1]", 'seeds = [0]\npost = ["attack {{run}}", "eval {{run}}"]')
+        .replace('methods = ["fedavg", "fedpit"]', 'methods = ["fedavg"]')
+        .format(dir=tmp_path / "sweep")
+    )
+    runs, posts, fail = FakeRunner(), [], {"attack"}
+
+    def runner(cmd: list[str], log: Path) -> int:
+        if cmd[3] == "run":
+            return runs(cmd, log)
+        posts.append(cmd[3])
+        return 1 if cmd[3] in fail else 0
+
+    rows = run_sweep(load_sweep(path), runner)
+    assert posts == ["attack"]  # the eval step waits for the attack
+    assert rows[0]["status"] == "done" and rows[0]["post_failed"].endswith("post-0.log")
+    fail.clear()
+    posts.clear()
+    rows = run_sweep(load_sweep(path), runner)  # the next invocation retries it
+    assert posts == ["attack", "eval"] and rows[0]["post_failed"] is None
+    # The command's exit status and last lines say so.
+    import fedpit.sweep
+
+    failed_row = {"name": "fedavg-s0", "status": "done", "post_failed": "x.log"}
+    monkeypatch.setattr(fedpit.sweep, "run_sweep", lambda spec: [failed_row])
+    parser = argparse.ArgumentParser()
+    add_commands(parser.add_subparsers())
+    args = parser.parse_args(["sweep", str(path)])
+    assert args.func(args) == 1
+    assert "post steps failed: fedavg-s0" in capsys.readouterr().out

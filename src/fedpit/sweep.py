@@ -259,7 +259,8 @@ def run_sweep(spec: SweepSpec, runner: Runner = subprocess_runner) -> list[dict[
     """Run every cell not yet done; write ``sweep.json`` after each change of status."""
     cells = plan(spec)
     status: dict[str, dict[str, Any]] = {
-        c.name: {"status": cell_state(c), "returncode": None, "seconds": None} for c in cells
+        c.name: {"status": cell_state(c), "returncode": None, "seconds": None, "post_failed": None}
+        for c in cells
     }
     for cell in cells:
         if status[cell.name]["status"] == DONE:
@@ -269,7 +270,8 @@ def run_sweep(spec: SweepSpec, runner: Runner = subprocess_runner) -> list[dict[
         entry = status[cell.name]
         if entry["status"] == DONE:
             print(f"[sweep] {cell.name}: done, skipped", flush=True)
-            run_post(spec, cell, runner)
+            entry["post_failed"] = run_post(spec, cell, runner)
+            _write_status(spec, cells, status)
             continue
         interrupted = entry["status"] == "partial"
         entry["status"] = RUNNING
@@ -296,7 +298,8 @@ def run_sweep(spec: SweepSpec, runner: Runner = subprocess_runner) -> list[dict[
         _write_status(spec, cells, status)
         print(f"[sweep] {cell.name}: {entry['status']} (exit {rc})", flush=True)
         if finished:
-            run_post(spec, cell, runner)
+            entry["post_failed"] = run_post(spec, cell, runner)
+            _write_status(spec, cells, status)
             measured.setdefault(group_of(cell), []).append(time.perf_counter() - t0)
         print(_progress(cells, status, measured), flush=True)
     return _write_status(spec, cells, status)
@@ -310,18 +313,24 @@ def post_commands(spec: SweepSpec, cell: Cell) -> list[list[str]]:
     ]
 
 
-def run_post(spec: SweepSpec, cell: Cell, runner: Runner) -> None:
-    """Run the post steps a finished cell has not done yet (each leaves a marker file)."""
+def run_post(spec: SweepSpec, cell: Cell, runner: Runner) -> str | None:
+    """Run the post steps a finished cell has not done yet (each leaves a marker file).
+
+    Returns:
+        None when every step is done, else the failed step's log (later steps wait).
+    """
     for i, cmd in enumerate(post_commands(spec, cell)):
         marker = cell.run_dir / f".sweep-post-{i}.done"
         if marker.exists():
             continue
         print(f"[sweep] {cell.name}: {' '.join(cmd[3:])}", flush=True)
-        rc = runner(cmd, spec.root / "logs" / f"{cell.name}.post-{i}.log")
+        log = spec.root / "logs" / f"{cell.name}.post-{i}.log"
+        rc = runner(cmd, log)
         if rc != 0:
-            print(f"[sweep] {cell.name}: post step {i} failed (exit {rc})", flush=True)
-            return
+            print(f"[sweep] {cell.name}: post step {i} failed (exit {rc}), see {log}", flush=True)
+            return str(log)
         marker.write_text(" ".join(cmd[3:]) + "\n")
+    return None
 
 
 def _write_status(

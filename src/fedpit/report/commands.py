@@ -40,12 +40,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         return 0
     cells = run_sweep(spec)
     failed = [c["name"] for c in cells if c["status"] == FAILED]
+    post_failed = [c["name"] for c in cells if c.get("post_failed")]
     done = len(cells) - len(failed)
     print(f"[sweep] {done}/{len(cells)} cells done; status in {spec.root / 'sweep.json'}")
     if failed:
         print(f"[sweep] failed: {', '.join(failed)} (logs in {spec.root / 'logs'})")
-        return 1
-    return 0
+    if post_failed:
+        print(f"[sweep] post steps failed: {', '.join(post_failed)} (rerun the sweep to retry)")
+    return 1 if failed or post_failed else 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
