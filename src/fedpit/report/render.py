@@ -27,7 +27,8 @@ h1, h2 { font-weight: 600; } figure { margin: 1em 0; } img { max-width: 100%; }
 figcaption { color: #555; font-size: 0.9em; }
 table { border-collapse: collapse; font-size: 0.85em; }
 th, td { border: 1px solid #ccc; padding: 4px 8px; text-align: right; white-space: nowrap; }
-th { background: #f3f3f3; text-align: center; } td:first-child { text-align: left; }
+th { background: #f3f3f3; text-align: center; white-space: normal; }
+td:first-child { text-align: left; } .wide { overflow-x: auto; }
 .prov { font-family: monospace; font-size: 0.8em; color: #444; }
 """
 
@@ -249,7 +250,7 @@ def _html(
         f"<title>{TITLE}</title><style>{CSS}</style></head><body>",
         f"<h1>{TITLE}</h1><p>{len(prov)} runs, generated {e(stamp)}.</p>",
         "<h2>Results (Table 2 layout)</h2>",
-        "<table><thead><tr><th rowspan=2>method</th><th rowspan=2>runs</th>",
+        '<div class="wide"><table><thead><tr><th rowspan=2>method</th><th rowspan=2>runs</th>',
     ]
     sections: list[tuple[str, int]] = []
     for c in cols:
@@ -262,7 +263,7 @@ def _html(
     parts.append("<tbody>")
     for row in rows:
         parts.append("<tr>" + "".join(f"<td>{e(v)}</td>" for v in row) + "</tr>")
-    parts += ["</tbody></table>", f"<p><small>{e(TABLE_NOTE)}</small></p>"]
+    parts += ["</tbody></table></div>", f"<p><small>{e(TABLE_NOTE)}</small></p>"]
     parts += [f"<p><strong>Warning:</strong> {e(n)}</p>" for n in notes]
     for fig in figures:
         parts.append(f"<h2>{e(fig.title)}</h2>")
