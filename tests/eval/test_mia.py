@@ -7,6 +7,7 @@ import math
 
 import pytest
 
+from fedpit.eval import mia
 from fedpit.eval.mia import auc, calibrated_scores, canary_rank, exposure, loss_scores
 
 
@@ -80,3 +81,20 @@ def test_exposure_by_rank() -> None:
     assert exposure(-3.5, refs200) == pytest.approx(math.log2(201) - math.log2(4))
     with pytest.raises(ValueError, match="reference"):
         exposure(-1.0, [])
+
+
+def test_auc_standard_error_hand_computed() -> None:
+    # A = 0.74, 24 vs 24: Q1 = 0.74 / 1.26, Q2 = 2 · 0.5476 / 1.74,
+    # SE² = (0.74 · 0.26 + 23 (Q1 − 0.5476) + 23 (Q2 − 0.5476)) / 576
+    q1, q2 = 0.74 / 1.26, 2 * 0.5476 / 1.74
+    expected = math.sqrt((0.74 * 0.26 + 23 * (q1 - 0.5476) + 23 * (q2 - 0.5476)) / 576)
+    assert mia.auc_standard_error(0.74, 24, 24) == pytest.approx(expected)
+    assert mia.auc_standard_error(0.74, 24, 24) == pytest.approx(0.0720, abs=1e-4)
+    # Perfect separation has no sampling error; chance with 1 vs 1 is ± 0.5.
+    assert mia.auc_standard_error(1.0, 10, 10) == 0.0
+    assert mia.auc_standard_error(0.5, 1, 1) == pytest.approx(0.5)
+    # Four times the examples, half the error (asymptotically).
+    ratio = mia.auc_standard_error(0.7, 400, 400) / mia.auc_standard_error(0.7, 1600, 1600)
+    assert ratio == pytest.approx(2.0, rel=1e-3)
+    with pytest.raises(ValueError):
+        mia.auc_standard_error(0.7, 0, 5)

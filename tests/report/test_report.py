@@ -257,3 +257,17 @@ def test_finished_only_leaves_out_running_cells(tmp_path: Path, capsys) -> None:
             ["report", str(grid / "fedavg-s9"), "--out", str(out), "--finished-only"]
         )
         only.func(only)
+
+
+def test_table_note_gives_the_sampling_error_of_the_auc(report_dir: Path) -> None:
+    from fedpit.eval.mia import auc_standard_error
+    from tests.report import BASE_VALUES, SEEDS, values
+
+    aucs = [values(m, b, s)[1] for m, b in BASE_VALUES for s in SEEDS]
+    errors = [auc_standard_error(a, 48, 32) for a in aucs]
+    md = (report_dir / "report.md").read_text()
+    assert (
+        "Sampling error of one run's MIA AUC (48 vs 32 examples, Hanley–McNeil): "
+        f"{min(errors):.3f}–{max(errors):.3f}"
+    ) in md
+    assert "Sampling error" in (report_dir / "report.html").read_text()

@@ -77,6 +77,8 @@ class AttackResult:
 
     target: str
     round: int | None
+    n_members: int
+    n_non_members: int
     mia_auc: float | None
     mia_auc_calibrated: float | None
     extraction_members: float | None  # ROUGE-L of greedy continuations vs true responses
@@ -282,6 +284,8 @@ def _attack(doc: dict[str, Any]) -> AttackResult:
     return AttackResult(
         target=doc["target"],
         round=doc.get("round"),
+        n_members=int(doc.get("n_members") or 0),
+        n_non_members=int(doc.get("n_non_members") or 0),
         mia_auc=_num(mia.get("auc")),
         mia_auc_calibrated=_num(mia.get("auc_calibrated")),
         extraction_members=_num((extraction.get("members") or {}).get("rouge_l")),

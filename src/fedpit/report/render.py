@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fedpit.config import to_flat
+from fedpit.eval import mia
 from fedpit.report import plots
 from fedpit.report.collect import RunRecord, by_group, mean_std
 
@@ -219,9 +220,31 @@ def render(runs: list[RunRecord], out: Path) -> tuple[Path, Path]:
     notes = mixed_rows(runs)
     stamp = time.strftime("%Y-%m-%d %H:%M")
     html_path, md_path = out / "report.html", out / "report.md"
-    html_path.write_text(_html(figures, cols, rows, notes, lines, stamp))
-    md_path.write_text(_markdown(figures, cols, rows, notes, lines, stamp))
+    note = table_note(runs)
+    html_path.write_text(_html(figures, cols, rows, note, notes, lines, stamp))
+    md_path.write_text(_markdown(figures, cols, rows, note, notes, lines, stamp))
     return html_path, md_path
+
+
+def table_note(runs: list[RunRecord]) -> str:
+    """:data:`TABLE_NOTE`, plus the sampling error of the MIA AUCs in the table.
+
+    The ± over seeds shows how training varies; every seed attacks the same examples, so
+    it leaves out how much the AUC would move on other examples (Hanley–McNeil).
+    """
+    errors = [
+        mia.auc_standard_error(a.mia_auc, a.n_members, a.n_non_members)
+        for r in runs
+        if (a := r.final_attack()) and a.mia_auc is not None and a.n_members and a.n_non_members
+    ]
+    if not errors:
+        return TABLE_NOTE
+    sizes = sorted({f"{a.n_members} vs {a.n_non_members}" for r in runs if (a := r.final_attack())})
+    return (
+        f"{TABLE_NOTE} Sampling error of one run's MIA AUC ({', '.join(sizes)} examples, "
+        f"Hanley–McNeil): {min(errors):.3f}–{max(errors):.3f}; the ± over seeds does not "
+        "include it (every seed attacks the same examples)."
+    )
 
 
 TITLE = "FedPIT report"
@@ -239,6 +262,7 @@ def _html(
     figures: list[Figure],
     cols: list[Column],
     rows: list[list[str]],
+    note: str,
     notes: list[str],
     prov: list[str],
     stamp: str,
@@ -263,7 +287,7 @@ def _html(
     parts.append("<tbody>")
     for row in rows:
         parts.append("<tr>" + "".join(f"<td>{e(v)}</td>" for v in row) + "</tr>")
-    parts += ["</tbody></table></div>", f"<p><small>{e(TABLE_NOTE)}</small></p>"]
+    parts += ["</tbody></table></div>", f"<p><small>{e(note)}</small></p>"]
     parts += [f"<p><strong>Warning:</strong> {e(n)}</p>" for n in notes]
     for fig in figures:
         parts.append(f"<h2>{e(fig.title)}</h2>")
@@ -284,6 +308,7 @@ def _markdown(
     figures: list[Figure],
     cols: list[Column],
     rows: list[list[str]],
+    note: str,
     notes: list[str],
     prov: list[str],
     stamp: str,
@@ -300,7 +325,7 @@ def _markdown(
         "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|",
     ]
     md += ["| " + " | ".join(v.replace("|", "\\|") for v in row) + " |" for row in rows]
-    md += ["", TABLE_NOTE, ""] + [f"**Warning:** {n}\n" for n in notes]
+    md += ["", note, ""] + [f"**Warning:** {n}\n" for n in notes]
     for fig in figures:
         md += [f"## {fig.title}", ""]
         if fig.file:
