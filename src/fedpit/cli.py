@@ -260,6 +260,9 @@ def make_parser() -> argparse.ArgumentParser:
 
     add_utility_commands(sub)
     add_attack_commands(sub)
+    from fedpit.eval.compare import add_commands as add_compare_commands
+
+    add_compare_commands(sub)
     add_report_commands(sub)
     from fedpit.deploy import add_commands as add_deploy_commands  # certs, node-key, federation
 

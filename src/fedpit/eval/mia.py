@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numpy as np
 from sklearn.metrics import roc_auc_score
 
 
@@ -41,6 +42,42 @@ def auc_standard_error(auc_value: float, n_members: int, n_non_members: int) -> 
         a * (1 - a) + (n_members - 1) * (q1 - a * a) + (n_non_members - 1) * (q2 - a * a)
     ) / (n_members * n_non_members)
     return math.sqrt(max(0.0, variance))
+
+
+def paired_auc_difference(
+    a: tuple[Sequence[float], Sequence[float]],
+    b: tuple[Sequence[float], Sequence[float]],
+    resamples: int = 2000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> tuple[float, float, float]:
+    """AUC of attack ``a`` minus AUC of ``b`` on the same examples, with a bootstrap interval.
+
+    ``a`` and ``b`` are (member scores, non-member scores), example ``i`` the same in
+    both. Members and non-members are resampled with replacement, each resample scoring
+    both attacks on the same examples (a paired, stratified percentile bootstrap), so the
+    interval reflects which examples happened to be attacked.
+
+    Returns:
+        ``(difference, low, high)``: the difference on the examples as given and the
+        ``level`` percentile interval of the resampled differences.
+    """
+    am, an, bm, bn = (np.asarray(x, dtype=float) for x in (*a, *b))
+    if am.shape != bm.shape or an.shape != bn.shape or not am.size or not an.size:
+        raise ValueError("both attacks need scores on the same, non-empty examples")
+    rng = np.random.default_rng(seed)
+    mi = rng.integers(0, am.size, size=(resamples, am.size))
+    ni = rng.integers(0, an.size, size=(resamples, an.size))
+    diffs = _mw_auc(am[mi], an[ni]) - _mw_auc(bm[mi], bn[ni])
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(diffs, [tail, 100 - tail])
+    return auc(a[0], a[1]) - auc(b[0], b[1]), float(low), float(high)
+
+
+def _mw_auc(members: np.ndarray, non_members: np.ndarray) -> np.ndarray:
+    """Mann–Whitney AUC of each row pair (rows: resamples), ties counting one half."""
+    diff = members[:, :, None] - non_members[:, None, :]
+    return (diff > 0).mean(axis=(1, 2)) + 0.5 * (diff == 0).mean(axis=(1, 2))
 
 
 def loss_scores(losses: Sequence[float]) -> list[float]:
