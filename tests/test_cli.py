@@ -61,3 +61,17 @@ def test_auto_parallel_keeps_cores_busy_within_memory():
     assert auto_parallel(10, 1, cpus=16, memory_gb=24) == 3  # memory-bound
     assert auto_parallel(2, 1, cpus=8, memory_gb=256) == 2
     assert auto_parallel(4, 2, cpus=2, memory_gb=64) == 2
+
+
+def test_the_command_line_starts_without_the_model_stack():
+    """`fedpit --help` and every parser stay fast: no torch, transformers, Flower or nltk."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from fedpit.cli import make_parser; make_parser(); "
+        "print(' '.join(m for m in ('torch', 'transformers', 'peft', 'flwr', "
+        "'rouge_score', 'nltk', 'sklearn') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""

@@ -16,10 +16,13 @@ import os
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fedpit.errors import ConfigError, FedPITError, ModelError
 from fedpit.eval.judge import JudgeBackend
-from fedpit.runtime import Runtime
+
+if TYPE_CHECKING:
+    from fedpit.runtime import Runtime
 
 ENV_URL = "FEDPIT_JUDGE_URL"
 ENV_MODEL = "FEDPIT_JUDGE_MODEL"
@@ -180,6 +183,8 @@ class HFChatBackend:
 
 def hf_backend(source: Runtime | str | Path, max_new_tokens: int = 256) -> HFChatBackend:
     """A local judge from a loaded runtime, or a model name/path (as ``model.name``)."""
+    from fedpit.runtime import Runtime  # the model stack: only for a local judge
+
     if isinstance(source, Runtime):
         return HFChatBackend(source.model, source.tokenizer, source.base_name, max_new_tokens)
     import torch

@@ -8,12 +8,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
-from rouge_score.rouge_scorer import RougeScorer
+if TYPE_CHECKING:
+    from rouge_score.rouge_scorer import RougeScorer
 
 
 @lru_cache(maxsize=1)
 def _scorer() -> RougeScorer:
+    # Imported on first use: rouge_score pulls in nltk and scipy (≈ 1.3 s), which the
+    # configuration and the command line (`fedpit --help`) must not wait for.
+    from rouge_score.rouge_scorer import RougeScorer
+
     # Stateless after construction, so one shared instance is safe across clients.
     return RougeScorer(["rougeL"], use_stemmer=False)
 
