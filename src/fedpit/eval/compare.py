@@ -35,7 +35,9 @@ def load_rows(run_dir: Path, target: str) -> Rows:
 
     path = result_path(run_dir, target).with_suffix(".jsonl")
     if not path.is_file():
-        raise DataError(f"{path} does not exist: run `fedpit attack {run_dir}` first")
+        raise DataError(
+            f"{path} does not exist: run `fedpit attack {run_dir} --target {target}` first"
+        )
     rows: Rows = {}
     with path.open() as fh:
         for lineno, line in enumerate(fh, 1):
