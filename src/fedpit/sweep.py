@@ -22,6 +22,7 @@ lists every cell and its status.
 
 from __future__ import annotations
 
+import math
 import shlex
 import shutil
 import statistics
@@ -251,7 +252,7 @@ def _progress(
     pending = [c for c in cells if status[c.name]["status"] != DONE]
     done = len(cells) - len(pending)
     left = remaining_seconds(measured, pending)
-    eta = "" if left != left or not pending else f", about {left / 60:.0f} min left"
+    eta = "" if math.isnan(left) or not pending else f", about {left / 60:.0f} min left"
     return f"[sweep] {done}/{len(cells)} cells done{eta}"
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import statistics
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -195,10 +196,11 @@ def mean_result(results: list[Any]) -> Any:
     the first result's.
     """
     first = results[0]
+    hints = typing.get_type_hints(type(first))  # resolved types, not annotation strings
     changes: dict[str, Any] = {"target": CLIENTS_MEAN}
     for field in dataclasses.fields(first):
         values = [getattr(r, field.name) for r in results]
-        if field.type == "float | None":
+        if hints[field.name] == float | None:
             present = [v for v in values if v is not None]
             changes[field.name] = statistics.fmean(present) if present else None
         elif field.name == "judge" and len(results) > 1:
