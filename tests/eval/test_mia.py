@@ -126,3 +126,39 @@ def test_paired_auc_difference() -> None:
     assert again == (diff, low, high)
     with pytest.raises(ValueError, match="same"):
         mia.paired_auc_difference((members, non_members), (members[:-1], non_members))
+
+
+def test_mean_paired_auc_difference() -> None:
+    import random
+
+    rng = random.Random(5)
+    members = [rng.gauss(1.0, 1.0) for _ in range(12)]
+    non_members = [rng.gauss(0.0, 1.0) for _ in range(10)]
+    strong = (members, non_members)
+    weak = ([m * 0.5 for m in members], [n * 0.5 + 0.3 for n in non_members])
+    # One pair: exactly the paired difference.
+    one = mia.mean_paired_auc_difference([(strong, weak)], resamples=300)
+    assert one == mia.paired_auc_difference(strong, weak, resamples=300)
+    # The same pair twice on the same examples: each resample averages two equal
+    # differences, so nothing changes.
+    twice = mia.mean_paired_auc_difference([(strong, weak), (strong, weak)], [0, 0], 300)
+    assert twice == pytest.approx(one)
+    # The mean of two different pairs, by hand; the interval holds it.
+    other = ([m + 0.2 for m in members], non_members)
+    mean, low, high = mia.mean_paired_auc_difference([(strong, weak), (other, strong)], [0, 0])
+    by_hand = (auc(*strong) - auc(*weak) + auc(*other) - auc(*strong)) / 2
+    assert mean == pytest.approx(by_hand)
+    assert low <= mean <= high
+    # Independent examples: the same pair twice now averages two independent
+    # resamplings, which narrows the interval.
+    apart = mia.mean_paired_auc_difference([(strong, weak), (strong, weak)], [0, 1], 2000)
+    alike = mia.mean_paired_auc_difference([(strong, weak), (strong, weak)], [0, 0], 2000)
+    assert apart[0] == alike[0]
+    assert apart[2] - apart[1] < alike[2] - alike[1]
+    with pytest.raises(ValueError, match="at least one pair"):
+        mia.mean_paired_auc_difference([])
+    with pytest.raises(ValueError, match="labels"):
+        mia.mean_paired_auc_difference([(strong, weak)], [0, 1])
+    short = (members[:-1], non_members)
+    with pytest.raises(ValueError, match="differ in size"):
+        mia.mean_paired_auc_difference([(strong, weak), (short, short)], [0, 0])

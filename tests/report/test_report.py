@@ -192,7 +192,11 @@ def test_canary_and_judge_columns_only_when_measured(tmp_path: Path) -> None:
 def test_save_runs_keeps_numbers_only_and_rebuilds_the_same_table(tmp_path: Path) -> None:
     grid = write_grid(tmp_path / "sweep")
     run = next(p for p in sorted(grid.iterdir()) if (p / "config.toml").is_file())
-    (run / "attack" / "global.jsonl").write_text('{"generation": "a private answer"}\n')
+    (run / "attack" / "global.jsonl").write_text(
+        '{"kind": "member", "id": "m0", "loss": 0.5, "base_loss": 1.0, '
+        '"generation": "a private answer"}\n{"kind": "canary", "id": "c0", '
+        '"generation": "a secret"}\n'
+    )
     (run / "global").mkdir(exist_ok=True)
     (run / "global" / "adapter_model.safetensors").write_bytes(b"weights")
     parser = argparse.ArgumentParser()
@@ -203,13 +207,23 @@ def test_save_runs_keeps_numbers_only_and_rebuilds_the_same_table(tmp_path: Path
     saved = out / "runs" / run.name
     files = sorted(str(p.relative_to(saved)) for p in saved.rglob("*") if p.is_file())
     assert "config.toml" in files and "metrics.jsonl" in files and "attack/global.json" in files
-    assert [f for f in files if f.endswith(".jsonl")] == ["metrics.jsonl"]
+    # Of the attack rows only a numbers-only copy: ids and losses, for compare-leakage.
+    jsonl = [f for f in files if f.endswith(".jsonl")]
+    assert jsonl == ["attack/global.scores.jsonl", "metrics.jsonl"]
+    scores = (saved / "attack" / "global.scores.jsonl").read_text()
+    assert scores == '{"kind": "member", "id": "m0", "loss": 0.5, "base_loss": 1.0}\n'
     assert not any(f.startswith("global") for f in files)
     # The archive alone rebuilds the report, and rebuilding in place copies nothing.
     args = parser.parse_args(["report", str(out / "runs"), "--out", str(out), "--save-runs"])
     before = (out / "report.md").read_text()
     assert args.func(args) == 0
     assert _rows((out / "report.md").read_text()) == _rows(before)
+    # An archive archived elsewhere keeps its numbers-only rows.
+    again = ["report", str(out / "runs"), "--out", str(tmp_path / "again"), "--save-runs"]
+    args = parser.parse_args(again)
+    assert args.func(args) == 0
+    copied = tmp_path / "again" / "runs" / run.name / "attack" / "global.scores.jsonl"
+    assert copied.read_text() == scores
 
 
 def test_a_local_run_reports_the_mean_over_its_clients_models(tmp_path: Path) -> None:

@@ -4,6 +4,11 @@ Both runs must have been attacked on the same examples (same data split, ``--lim
 ``--seed``: the cells of one sweep are). The per-example rows of ``attack/<target>.jsonl``
 give, for each membership attack (raw loss, calibrated), the AUC difference A − B with a
 paired bootstrap interval over the attacked examples, and the loss-gap difference.
+Several pairs (one per seed) also give the mean difference over the pairs.
+
+The rows quote generations, so ``fedpit report --save-runs`` archives a numbers-only
+copy of them, ``attack/<target>.scores.jsonl`` (kind, example id, losses), which this
+command reads when the full rows are absent.
 """
 
 from __future__ import annotations
@@ -21,23 +26,46 @@ Compare the membership-inference leakage of two attacked runs on the same exampl
 AUC(A) − AUC(B) with a 95% paired bootstrap interval (resampling the attacked members
 and non-members), raw and calibrated against the base model, and the difference of
 their member/non-member loss gaps. An interval that contains 0 means the attacked
-examples cannot tell the two apart. Needs `fedpit attack` rows of both runs, e.g.:
+examples cannot tell the two apart. Needs `fedpit attack` rows of both runs (or the
+numbers-only copies `fedpit report --save-runs` archives), e.g.:
 
   fedpit compare-leakage runs/sweep/fedavg-s0 runs/sweep/fedpit-b0.5-s0
+
+More pairs, given as A1 B1 A2 B2 ..., are compared one by one and then together: the
+mean of A − B over the pairs, with one bootstrap in which pairs attacked on the same
+examples (the seeds of a sweep) are resampled alike:
+
+  fedpit compare-leakage runs/sweep/fedavg-s0 runs/sweep/fedpit-b0.5-s0 \\
+                         runs/sweep/fedavg-s1 runs/sweep/fedpit-b0.5-s1
 """
+
+ROW_FIELDS = ("kind", "id", "loss", "base_loss")  # what a numbers-only copy keeps
+SCORES = ".scores.jsonl"  # the suffix of a numbers-only copy of attack rows
 
 Rows = dict[tuple[str, str], dict[str, Any]]
 
 
-def load_rows(run_dir: Path, target: str) -> Rows:
-    """Member and non-member rows of ``attack/<target>.jsonl`` by (kind, example id)."""
+def rows_path(run_dir: Path, target: str) -> Path:
+    """The attack rows of ``target``: the full ones, else their numbers-only copy."""
     from fedpit.eval.attack import result_path  # the model stack: only when comparing
 
-    path = result_path(run_dir, target).with_suffix(".jsonl")
+    full = result_path(run_dir, target).with_suffix(".jsonl")
+    numbers = full.with_suffix(SCORES)
+    return full if full.is_file() or not numbers.is_file() else numbers
+
+
+def load_rows(run_dir: Path, target: str) -> Rows:
+    """Member and non-member rows of ``attack/<target>.jsonl`` by (kind, example id)."""
+    path = rows_path(run_dir, target)
     if not path.is_file():
         raise DataError(
             f"{path} does not exist: run `fedpit attack {run_dir} --target {target}` first"
         )
+    return parse_rows(path)
+
+
+def parse_rows(path: Path) -> Rows:
+    """The member and non-member rows with a loss in the JSONL file ``path``."""
     rows: Rows = {}
     with path.open() as fh:
         for lineno, line in enumerate(fh, 1):
@@ -50,15 +78,24 @@ def load_rows(run_dir: Path, target: str) -> Rows:
     return rows
 
 
+def numbers_only(path: Path) -> str:
+    """The membership rows of attack rows ``path`` without text, as JSONL ("" if none).
+
+    Keeps :data:`ROW_FIELDS`: the example ids are the dataset's row ids, no text.
+    """
+    rows = parse_rows(path)
+    return "".join(
+        json.dumps({k: row[k] for k in ROW_FIELDS if k in row}) + "\n" for row in rows.values()
+    )
+
+
 def scores(rows: Rows, keys: list[tuple[str, str]], calibrated: bool) -> list[float]:
     """Attack scores of ``keys``: ``-loss``, or ``-(loss - base_loss)`` if calibrated."""
     return [-(rows[k]["loss"] - (rows[k]["base_loss"] if calibrated else 0.0)) for k in keys]
 
 
-def compare(a: Rows, b: Rows, resamples: int = 2000, seed: int = 0) -> dict[str, Any]:
-    """Paired comparison of two runs' attack rows (same examples required)."""
-    from fedpit.eval import mia
-
+def example_keys(a: Rows, b: Rows) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """The (members, non-members) both runs were attacked on, in a fixed order."""
     if set(a) != set(b):
         raise DataError(
             f"the runs were attacked on different examples ({len(set(a) ^ set(b))} differ); "
@@ -68,8 +105,20 @@ def compare(a: Rows, b: Rows, resamples: int = 2000, seed: int = 0) -> dict[str,
     non_members = sorted(k for k in a if k[0] == "non_member")
     if not members or not non_members:
         raise DataError("comparing needs attacked members and non-members in both runs")
+    return members, non_members
+
+
+ATTACKS = (("auc", False), ("auc_calibrated", True))  # (result key, calibrated)
+LABELS = (("auc", "MIA AUC"), ("auc_calibrated", "MIA AUC calibrated"))
+
+
+def compare(a: Rows, b: Rows, resamples: int = 2000, seed: int = 0) -> dict[str, Any]:
+    """Paired comparison of two runs' attack rows (same examples required)."""
+    from fedpit.eval import mia
+
+    members, non_members = example_keys(a, b)
     out: dict[str, Any] = {"n_members": len(members), "n_non_members": len(non_members)}
-    for name, calibrated in (("auc", False), ("auc_calibrated", True)):
+    for name, calibrated in ATTACKS:
         pair = [
             (scores(r, members, calibrated), scores(r, non_members, calibrated)) for r in (a, b)
         ]
@@ -90,6 +139,38 @@ def compare(a: Rows, b: Rows, resamples: int = 2000, seed: int = 0) -> dict[str,
     return out
 
 
+def compare_mean(
+    pairs: list[tuple[Rows, Rows]], resamples: int = 2000, seed: int = 0
+) -> dict[str, Any]:
+    """Mean AUC difference A − B over ``pairs`` of runs, each pair on its own examples.
+
+    Pairs attacked on the same examples share the bootstrap's resampling (see
+    :func:`fedpit.eval.mia.mean_paired_auc_difference`).
+    """
+    from fedpit.eval import mia
+
+    keys = [example_keys(a, b) for a, b in pairs]
+    distinct: list[tuple[list[tuple[str, str]], list[tuple[str, str]]]] = []
+    for k in keys:
+        if k not in distinct:
+            distinct.append(k)
+    labels = [distinct.index(k) for k in keys]
+    out: dict[str, Any] = {"pairs": len(pairs), "example_sets": len(distinct)}
+    for name, calibrated in ATTACKS:
+        attacks = [
+            tuple((scores(r, m, calibrated), scores(r, n, calibrated)) for r in pair)
+            for pair, (m, n) in zip(pairs, keys, strict=True)
+        ]
+        diff, low, high = mia.mean_paired_auc_difference(
+            attacks,  # type: ignore[arg-type]
+            labels,
+            resamples,
+            seed,
+        )
+        out[name] = {"difference": diff, "interval": [low, high]}
+    return out
+
+
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
     """Add ``compare-leakage`` to the ``fedpit`` command line."""
     cmd = subparsers.add_parser(
@@ -98,8 +179,13 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         description=COMPARE_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    cmd.add_argument("run_a", metavar="RUN_A", type=Path)
-    cmd.add_argument("run_b", metavar="RUN_B", type=Path)
+    cmd.add_argument(
+        "runs",
+        metavar="RUN_A RUN_B",
+        nargs="+",
+        type=Path,
+        help="two attacked runs, or more pairs A1 B1 A2 B2 ... (one per seed)",
+    )
     cmd.add_argument("--target", default="global", help="attacked target of both (default: global)")
     cmd.add_argument("--resamples", type=int, default=2000, metavar="N")
     cmd.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
@@ -107,18 +193,36 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    """Print the comparison; ``--target`` names the attacked model in both runs."""
+    """Print each pair's comparison, then the mean over the pairs if there are several."""
     if args.resamples < 100:
         raise DataError("--resamples must be at least 100")
-    result = compare(
-        load_rows(args.run_a, args.target),
-        load_rows(args.run_b, args.target),
-        args.resamples,
-        args.seed,
-    )
-    print(f"A = {args.run_a}\nB = {args.run_b}")
+    if len(args.runs) % 2:
+        raise DataError(
+            f"compare-leakage takes runs in pairs (RUN_A RUN_B, or A1 B1 A2 B2 ...); "
+            f"got {len(args.runs)} runs"
+        )
+    runs = [load_rows(run, args.target) for run in args.runs]
+    pairs = list(zip(runs[::2], runs[1::2], strict=True))
+    for i, (a, b) in enumerate(pairs):
+        if i:
+            print()
+        print(f"A = {args.runs[2 * i]}\nB = {args.runs[2 * i + 1]}")
+        print_comparison(compare(a, b, args.resamples, args.seed))
+    if len(pairs) > 1:
+        mean = compare_mean(pairs, args.resamples, args.seed)
+        shared = "the same examples" if mean["example_sets"] == 1 else "their own examples"
+        print(f"\nMean over the {len(pairs)} pairs (each attacked on {shared}):")
+        for name, label in LABELS:
+            r = mean[name]
+            lo, hi = r["interval"]
+            print(f"{label:<19} A−B {r['difference']:+.3f}  95% interval [{lo:+.3f}, {hi:+.3f}]")
+    return 0
+
+
+def print_comparison(result: dict[str, Any]) -> None:
+    """Print one pair's :func:`compare` result."""
     print(f"{result['n_members']} members vs {result['n_non_members']} non-members, both runs")
-    for name, label in (("auc", "MIA AUC"), ("auc_calibrated", "MIA AUC calibrated")):
+    for name, label in LABELS:
         r = result[name]
         lo, hi = r["interval"]
         print(
@@ -127,4 +231,3 @@ def cmd_compare(args: argparse.Namespace) -> int:
         )
     g = result["loss_gap"]
     print(f"{'loss gap (nats)':<19} A {g['a']:.3f}  B {g['b']:.3f}  A−B {g['difference']:+.3f}")
-    return 0

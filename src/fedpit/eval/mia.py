@@ -44,9 +44,12 @@ def auc_standard_error(auc_value: float, n_members: int, n_non_members: int) -> 
     return math.sqrt(max(0.0, variance))
 
 
+Attack = tuple[Sequence[float], Sequence[float]]  # (member scores, non-member scores)
+
+
 def paired_auc_difference(
-    a: tuple[Sequence[float], Sequence[float]],
-    b: tuple[Sequence[float], Sequence[float]],
+    a: Attack,
+    b: Attack,
     resamples: int = 2000,
     seed: int = 0,
     level: float = 0.95,
@@ -62,16 +65,54 @@ def paired_auc_difference(
         ``(difference, low, high)``: the difference on the examples as given and the
         ``level`` percentile interval of the resampled differences.
     """
-    am, an, bm, bn = (np.asarray(x, dtype=float) for x in (*a, *b))
-    if am.shape != bm.shape or an.shape != bn.shape or not am.size or not an.size:
-        raise ValueError("both attacks need scores on the same, non-empty examples")
+    return mean_paired_auc_difference([(a, b)], None, resamples, seed, level)
+
+
+def mean_paired_auc_difference(
+    pairs: Sequence[tuple[Attack, Attack]],
+    example_sets: Sequence[int] | None = None,
+    resamples: int = 2000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> tuple[float, float, float]:
+    """Mean over ``pairs`` of AUC(a) − AUC(b), with a paired bootstrap interval.
+
+    Each pair is two attacks on the same examples (e.g. FedAvg and FedPIT trained with
+    one seed). ``example_sets[i]`` labels the examples pair ``i`` was attacked on: pairs
+    with the same label hold the same examples in the same order and are resampled with
+    the same indices (a sweep attacks the same examples in every seed, so its seeds share
+    one label); pairs with different labels are resampled independently. By default
+    every pair has its own examples. Each resample averages the pairs' differences.
+
+    Returns:
+        ``(mean difference, low, high)`` as in :func:`paired_auc_difference`.
+    """
+    if not pairs:
+        raise ValueError("the mean difference needs at least one pair of attacks")
+    labels = list(range(len(pairs))) if example_sets is None else list(example_sets)
+    if len(labels) != len(pairs):
+        raise ValueError(f"{len(pairs)} pairs but {len(labels)} example-set labels")
     rng = np.random.default_rng(seed)
-    mi = rng.integers(0, am.size, size=(resamples, am.size))
-    ni = rng.integers(0, an.size, size=(resamples, an.size))
-    diffs = _mw_auc(am[mi], an[ni]) - _mw_auc(bm[mi], bn[ni])
+    indices: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    diffs = np.zeros(resamples)
+    for (a, b), label in zip(pairs, labels, strict=True):
+        am, an, bm, bn = (np.asarray(x, dtype=float) for x in (*a, *b))
+        if am.shape != bm.shape or an.shape != bn.shape or not am.size or not an.size:
+            raise ValueError("both attacks need scores on the same, non-empty examples")
+        if label not in indices:
+            indices[label] = (
+                rng.integers(0, am.size, size=(resamples, am.size)),
+                rng.integers(0, an.size, size=(resamples, an.size)),
+            )
+        mi, ni = indices[label]
+        if mi.shape[1] != am.size or ni.shape[1] != an.size:
+            raise ValueError("pairs labelled as the same examples differ in size")
+        diffs += _mw_auc(am[mi], an[ni]) - _mw_auc(bm[mi], bn[ni])
+    diffs /= len(pairs)
     tail = (1 - level) / 2 * 100
     low, high = np.percentile(diffs, [tail, 100 - tail])
-    return auc(a[0], a[1]) - auc(b[0], b[1]), float(low), float(high)
+    mean = sum(auc(*a) - auc(*b) for a, b in pairs) / len(pairs)
+    return mean, float(low), float(high)
 
 
 def _mw_auc(members: np.ndarray, non_members: np.ndarray) -> np.ndarray:

@@ -4,7 +4,9 @@ A run directory holds adapters (megabytes each) and text: synthetic examples and
 per-example ``.jsonl`` rows of ``eval``/``attack``, which quote private training examples.
 The report reads neither. :func:`save_summaries` copies exactly what it reads — the
 configuration, the summary, the per-round metrics and the ``eval``/``attack`` summaries
-(numbers only) — into ``DEST/<run>/``, fit to be committed next to the report.
+(numbers only) — into ``DEST/<run>/``, fit to be committed next to the report. Of the
+attack rows it keeps a numbers-only copy (``attack/<target>.scores.jsonl``: example ids
+and losses), so ``fedpit compare-leakage`` can compare archived runs too.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from fedpit.eval.compare import SCORES, numbers_only
 from fedpit.report.collect import RunRecord
 from fedpit.rundir import write_atomic
 
@@ -40,5 +43,10 @@ def save_summaries(runs: Sequence[RunRecord], dest: Path) -> list[Path]:
             continue
         for rel in summary_files(run.path):
             write_atomic(target / rel, (run.path / rel).read_text())
+        for rows in sorted((run.path / "attack").glob("*.jsonl")):
+            copy = rows if rows.name.endswith(SCORES) else rows.with_suffix(SCORES)
+            text = numbers_only(rows)  # of full rows or of an archive's copy: the same
+            if text:
+                write_atomic(target / "attack" / copy.name, text)
         written.append(target)
     return written
