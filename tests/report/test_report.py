@@ -32,7 +32,9 @@ def report_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _rows(md: str) -> dict[str, list[str]]:
-    lines = [line for line in md.splitlines() if line.startswith("| ")]
+    """The first table of a Markdown report, by its first column."""
+    table = md[md.index("\n| ") :].split("\n\n")[0]
+    lines = [line for line in table.splitlines() if line.startswith("| ")]
     header = [c.strip() for c in lines[0].strip("|").split("|")]
     rows = {}
     for line in lines[1:]:
@@ -285,3 +287,48 @@ def test_table_note_gives_the_sampling_error_of_the_auc(report_dir: Path) -> Non
         f"{min(errors):.3f}–{max(errors):.3f}"
     ) in md
     assert "Sampling error" in (report_dir / "report.html").read_text()
+
+
+def write_attack_rows(run: Path, members: list[float], non_members: list[float]) -> None:
+    """Per-example attack rows of the final global model (base loss 1.0 throughout)."""
+    import json
+
+    rows = [{"kind": "member", "id": f"m{i}", "loss": x} for i, x in enumerate(members)]
+    rows += [{"kind": "non_member", "id": f"n{i}", "loss": x} for i, x in enumerate(non_members)]
+    text = "".join(json.dumps({**r, "base_loss": 1.0, "generation": "text"}) + "\n" for r in rows)
+    (run / "attack" / "global.jsonl").write_text(text)
+
+
+def test_the_paired_table_compares_each_method_with_fedavg_by_seed(tmp_path: Path) -> None:
+    grid = write_grid(tmp_path / "sweep")
+    # FedAvg separates members perfectly (AUC 1); FedPIT β=0.5 at chance level (AUC 0.5:
+    # member scores -0.1, -1.5, -3 beat 2, 1, 0 of the non-members' -1, -2: 3 of 6 pairs).
+    for seed in (0, 1):
+        write_attack_rows(grid / f"fedavg-s{seed}", [0.1, 0.2, 0.3], [1.0, 2.0])
+        write_attack_rows(grid / f"fedpit-b0.5-s{seed}", [0.1, 1.5, 3.0], [1.0, 2.0])
+    write_attack_rows(grid / "fedmit-s1", [0.1, 0.2, 0.3], [1.0, 2.0])  # seed 1 only
+    write_attack_rows(grid / "fedpit-b0-s0", [0.1, 0.2], [1.0, 2.0])  # other examples
+    parser = argparse.ArgumentParser()
+    add_commands(parser.add_subparsers())
+    out = tmp_path / "out"
+    args = parser.parse_args(["report", str(grid), "--out", str(out), "--save-runs"])
+    assert args.func(args) == 0
+    md = (out / "report.md").read_text()
+    section = md[md.index("## Leakage relative to fedavg") :].split("\n## ")[0]
+    rows = [line.strip("|").split("|") for line in section.splitlines() if line.startswith("| ")]
+    cells = {r[0].strip(): [c.strip() for c in r[1:]] for r in rows[1:]}
+    # FedMIT ties FedAvg at seed 1 in every resample; β=0 was attacked on other
+    # examples and β=1 has no rows: both left out.
+    assert cells == {
+        "fedmit": ["1", "+0.000 [+0.000, +0.000]", "+0.000 [+0.000, +0.000]"],
+        "fedpit β=0.5": ["0, 1", cells["fedpit β=0.5"][1], cells["fedpit β=0.5"][2]],
+    }
+    assert cells["fedpit β=0.5"][1].startswith("-0.500 [")
+    assert cells["fedpit β=0.5"][1] == cells["fedpit β=0.5"][2]  # equal base losses
+    assert "Leakage relative to fedavg" in (out / "report.html").read_text()
+    # The archive keeps the numbers the table needs: rebuilt from it, the table is the same.
+    again = tmp_path / "again"
+    args = parser.parse_args(["report", str(out / "runs"), "--out", str(again)])
+    assert args.func(args) == 0
+    rebuilt = (again / "report.md").read_text()
+    assert rebuilt[rebuilt.index("## Leakage relative") :].split("\n## ")[0] == section

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from fedpit.config import to_flat
 from fedpit.eval import mia
-from fedpit.report import plots
+from fedpit.report import paired, plots
 from fedpit.report.collect import RunRecord, by_group, mean_std
 
 PREFERRED_TEST_SETS = ("heldout", "medinstruct")
@@ -210,19 +210,37 @@ def make_figures(runs: list[RunRecord], out: Path) -> list[Figure]:
     return figures
 
 
+@dataclass(frozen=True)
+class Page:
+    """What the report shows, rendered once as HTML and once as Markdown."""
+
+    figures: list[Figure]
+    cols: list[Column]
+    rows: list[list[str]]
+    note: str
+    warnings: list[str]
+    paired: list[list[str]]  # the paired leakage table's cells (see report.paired)
+    prov: list[str]
+    stamp: str
+
+
 def render(runs: list[RunRecord], out: Path) -> tuple[Path, Path]:
     """Write the plots, ``report.html`` and ``report.md`` into ``out``."""
     out.mkdir(parents=True, exist_ok=True)
-    figures = make_figures(runs, out)
     cols = table_columns(runs)
-    rows = table_rows(runs, cols)
-    lines = [provenance(r) for r in runs]
-    notes = mixed_rows(runs)
-    stamp = time.strftime("%Y-%m-%d %H:%M")
+    page = Page(
+        figures=make_figures(runs, out),
+        cols=cols,
+        rows=table_rows(runs, cols),
+        note=table_note(runs),
+        warnings=mixed_rows(runs),
+        paired=paired.table(paired.paired_rows(runs)),
+        prov=[provenance(r) for r in runs],
+        stamp=time.strftime("%Y-%m-%d %H:%M"),
+    )
     html_path, md_path = out / "report.html", out / "report.md"
-    note = table_note(runs)
-    html_path.write_text(_html(figures, cols, rows, note, notes, lines, stamp))
-    md_path.write_text(_markdown(figures, cols, rows, note, notes, lines, stamp))
+    html_path.write_text(_html(page))
+    md_path.write_text(_markdown(page))
     return html_path, md_path
 
 
@@ -248,6 +266,7 @@ def table_note(runs: list[RunRecord]) -> str:
 
 
 TITLE = "FedPIT report"
+PAIRED_TITLE = f"Leakage relative to {paired.REFERENCE} (paired by seed, same examples)"
 TABLE_NOTE = (
     "Final global model (test sets: utility; leakage: attacks on members vs non-members; "
     "loss gap: non-member minus member loss in nats/token; canary log-prob in nats, "
@@ -258,38 +277,34 @@ TABLE_NOTE = (
 )
 
 
-def _html(
-    figures: list[Figure],
-    cols: list[Column],
-    rows: list[list[str]],
-    note: str,
-    notes: list[str],
-    prov: list[str],
-    stamp: str,
-) -> str:
+def _html(page: Page) -> str:
     e = html.escape
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
         f"<title>{TITLE}</title><style>{CSS}</style></head><body>",
-        f"<h1>{TITLE}</h1><p>{len(prov)} runs, generated {e(stamp)}.</p>",
+        f"<h1>{TITLE}</h1><p>{len(page.prov)} runs, generated {e(page.stamp)}.</p>",
         "<h2>Results (Table 2 layout)</h2>",
         '<div class="wide"><table><thead><tr><th rowspan=2>method</th><th rowspan=2>runs</th>',
     ]
     sections: list[tuple[str, int]] = []
-    for c in cols:
+    for c in page.cols:
         if sections and sections[-1][0] == c.section:
             sections[-1] = (c.section, sections[-1][1] + 1)
         else:
             sections.append((c.section, 1))
     parts += [f"<th colspan={n}>{e(s)}</th>" for s, n in sections]
-    parts.append("</tr><tr>" + "".join(f"<th>{e(c.label)}</th>" for c in cols) + "</tr></thead>")
-    parts.append("<tbody>")
-    for row in rows:
-        parts.append("<tr>" + "".join(f"<td>{e(v)}</td>" for v in row) + "</tr>")
-    parts += ["</tbody></table></div>", f"<p><small>{e(note)}</small></p>"]
-    parts += [f"<p><strong>Warning:</strong> {e(n)}</p>" for n in notes]
-    for fig in figures:
+    parts.append("</tr><tr>" + "".join(f"<th>{e(c.label)}</th>" for c in page.cols))
+    parts.append("</tr></thead><tbody>")
+    parts += [_html_row(row) for row in page.rows]
+    parts += ["</tbody></table></div>", f"<p><small>{e(page.note)}</small></p>"]
+    parts += [f"<p><strong>Warning:</strong> {e(n)}</p>" for n in page.warnings]
+    if page.paired:
+        parts.append(f"<h2>{PAIRED_TITLE}</h2><table><thead><tr>")
+        parts.append("".join(f"<th>{e(h)}</th>" for h in paired.HEADER) + "</tr></thead>")
+        parts += ["<tbody>", *(_html_row(row) for row in page.paired), "</tbody></table>"]
+        parts.append(f"<p><small>{e(paired.NOTE)}</small></p>")
+    for fig in page.figures:
         parts.append(f"<h2>{e(fig.title)}</h2>")
         if fig.file:
             parts.append(
@@ -299,38 +314,47 @@ def _html(
         else:
             parts.append("<p>No data for this plot in these runs.</p>")
     parts.append("<h2>Provenance</h2><ul>")
-    parts += [f'<li class="prov">{e(line)}</li>' for line in prov]
+    parts += [f'<li class="prov">{e(line)}</li>' for line in page.prov]
     parts.append("</ul></body></html>")
     return "\n".join(parts) + "\n"
 
 
-def _markdown(
-    figures: list[Figure],
-    cols: list[Column],
-    rows: list[list[str]],
-    note: str,
-    notes: list[str],
-    prov: list[str],
-    stamp: str,
-) -> str:
-    header = ["method", "runs", *(f"{c.section} {c.label}" for c in cols)]
+def _html_row(cells: list[str]) -> str:
+    return "<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in cells) + "</tr>"
+
+
+def _markdown(page: Page) -> str:
+    header = ["method", "runs", *(f"{c.section} {c.label}" for c in page.cols)]
     md = [
         f"# {TITLE}",
         "",
-        f"{len(prov)} runs, generated {stamp}.",
+        f"{len(page.prov)} runs, generated {page.stamp}.",
         "",
         "## Results (Table 2 layout)",
         "",
-        "| " + " | ".join(header) + " |",
-        "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|",
+        *_md_table(header, page.rows),
+        "",
+        page.note,
+        "",
     ]
-    md += ["| " + " | ".join(v.replace("|", "\\|") for v in row) + " |" for row in rows]
-    md += ["", note, ""] + [f"**Warning:** {n}\n" for n in notes]
-    for fig in figures:
+    md += [f"**Warning:** {n}\n" for n in page.warnings]
+    if page.paired:
+        md += [f"## {PAIRED_TITLE}", "", *_md_table(paired.HEADER, page.paired), ""]
+        md += [paired.NOTE, ""]
+    for fig in page.figures:
         md += [f"## {fig.title}", ""]
         if fig.file:
             md += [f"![{fig.title}]({fig.file})", "", fig.caption, ""]
         else:
             md += ["No data for this plot in these runs.", ""]
-    md += ["## Provenance", ""] + [f"- `{line}`" for line in prov]
+    md += ["## Provenance", ""] + [f"- `{line}`" for line in page.prov]
     return "\n".join(md) + "\n"
+
+
+def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    """A Markdown table: the first column left-aligned, the others right."""
+    lines = [
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|",
+    ]
+    return lines + ["| " + " | ".join(v.replace("|", "\\|") for v in row) + " |" for row in rows]
