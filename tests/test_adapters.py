@@ -103,3 +103,13 @@ def test_saved_adapter_loads_with_peft_and_gives_the_same_logits(tiny_model_dir,
         assert torch.allclose(
             rt.model(input_ids=ids).logits, loaded(input_ids=ids).logits, atol=1e-5
         )
+
+
+def test_attaching_adapters_does_not_warn(tiny_model_dir):
+    """PEFT's FutureWarning about transformers' `is_gradient_checkpointing` is not shown."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tiny_runtime(tiny_model_dir)
+    assert not [w for w in caught if "is_gradient_checkpointing" in str(w.message)]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -41,7 +42,9 @@ def lora_config(settings: LoraSettings) -> LoraConfig:
 def attach_adapters(base: torch.nn.Module, settings: LoraSettings, seed: int) -> PeftModel:
     """Wrap ``base`` with the two named adapters (seeded initialisation)."""
     torch.manual_seed(seed)
-    model = get_peft_model(base, lora_config(settings), adapter_name=LOCAL)
+    with warnings.catch_warnings():  # PEFT asks transformers a deprecated question; not ours
+        warnings.filterwarnings("ignore", "`is_gradient_checkpointing` is deprecated")
+        model = get_peft_model(base, lora_config(settings), adapter_name=LOCAL)
     model.add_adapter(PUBLIC, lora_config(settings))
     for param in model.parameters():
         param.requires_grad_(False)
