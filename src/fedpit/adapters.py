@@ -39,12 +39,21 @@ def lora_config(settings: LoraSettings) -> LoraConfig:
     )
 
 
+def wrap(base: torch.nn.Module, settings: LoraSettings, adapter: str = "default") -> PeftModel:
+    """``get_peft_model`` with one LoRA adapter named ``adapter``, without PEFT's noise.
+
+    PEFT asks transformers a deprecated question (``is_gradient_checkpointing``); the
+    FutureWarning it triggers is theirs, not the user's, so it is not shown.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "`is_gradient_checkpointing` is deprecated")
+        return get_peft_model(base, lora_config(settings), adapter_name=adapter)
+
+
 def attach_adapters(base: torch.nn.Module, settings: LoraSettings, seed: int) -> PeftModel:
     """Wrap ``base`` with the two named adapters (seeded initialisation)."""
     torch.manual_seed(seed)
-    with warnings.catch_warnings():  # PEFT asks transformers a deprecated question; not ours
-        warnings.filterwarnings("ignore", "`is_gradient_checkpointing` is deprecated")
-        model = get_peft_model(base, lora_config(settings), adapter_name=LOCAL)
+    model = wrap(base, settings, LOCAL)
     model.add_adapter(PUBLIC, lora_config(settings))
     for param in model.parameters():
         param.requires_grad_(False)

@@ -217,14 +217,13 @@ def cmd_export(args: argparse.Namespace) -> int:
 def merge_adapter(base_path: str, lora: LoraSettings, adapter_dir: Path) -> PreTrainedModel:
     """A fresh copy of the base model with the adapter's LoRA update merged into its weights."""
     import torch
-    from peft import get_peft_model
     from safetensors.torch import load_file
 
     from fedpit import model as model_lib
-    from fedpit.adapters import lora_config, set_state
+    from fedpit.adapters import set_state, wrap
 
     base = model_lib.load_model(base_path, torch.device("cpu"), torch.float32)
-    peft_model = get_peft_model(base, lora_config(lora))
+    peft_model = wrap(base, lora)
     set_state(peft_model, "default", load_file(str(adapter_dir / "adapter_model.safetensors")))
     # peft types the result as a Module; for a LoRA model it is the base model, merged.
     return cast("PreTrainedModel", peft_model.merge_and_unload())
