@@ -108,8 +108,8 @@ def example_keys(a: Rows, b: Rows) -> tuple[list[tuple[str, str]], list[tuple[st
     return members, non_members
 
 
-ATTACKS = (("auc", False), ("auc_calibrated", True))  # (result key, calibrated)
-LABELS = (("auc", "MIA AUC"), ("auc_calibrated", "MIA AUC calibrated"))
+# The two membership attacks: (result key, calibrated against the base?, printed label).
+ATTACKS = (("auc", False, "MIA AUC"), ("auc_calibrated", True, "MIA AUC calibrated"))
 
 
 def compare(a: Rows, b: Rows, resamples: int = 2000, seed: int = 0) -> dict[str, Any]:
@@ -118,7 +118,7 @@ def compare(a: Rows, b: Rows, resamples: int = 2000, seed: int = 0) -> dict[str,
 
     members, non_members = example_keys(a, b)
     out: dict[str, Any] = {"n_members": len(members), "n_non_members": len(non_members)}
-    for name, calibrated in ATTACKS:
+    for name, calibrated, _ in ATTACKS:
         pair = [
             (scores(r, members, calibrated), scores(r, non_members, calibrated)) for r in (a, b)
         ]
@@ -156,17 +156,15 @@ def compare_mean(
             distinct.append(k)
     labels = [distinct.index(k) for k in keys]
     out: dict[str, Any] = {"pairs": len(pairs), "example_sets": len(distinct)}
-    for name, calibrated in ATTACKS:
+    for name, calibrated, _ in ATTACKS:
         attacks = [
-            tuple((scores(r, m, calibrated), scores(r, n, calibrated)) for r in pair)
-            for pair, (m, n) in zip(pairs, keys, strict=True)
+            (
+                (scores(a, m, calibrated), scores(a, n, calibrated)),
+                (scores(b, m, calibrated), scores(b, n, calibrated)),
+            )
+            for (a, b), (m, n) in zip(pairs, keys, strict=True)
         ]
-        diff, low, high = mia.mean_paired_auc_difference(
-            attacks,  # type: ignore[arg-type]
-            labels,
-            resamples,
-            seed,
-        )
+        diff, low, high = mia.mean_paired_auc_difference(attacks, labels, resamples, seed)
         out[name] = {"difference": diff, "interval": [low, high]}
     return out
 
@@ -212,7 +210,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         mean = compare_mean(pairs, args.resamples, args.seed)
         shared = "the same examples" if mean["example_sets"] == 1 else "their own examples"
         print(f"\nMean over the {len(pairs)} pairs (each attacked on {shared}):")
-        for name, label in LABELS:
+        for name, _, label in ATTACKS:
             r = mean[name]
             lo, hi = r["interval"]
             print(f"{label:<19} A−B {r['difference']:+.3f}  95% interval [{lo:+.3f}, {hi:+.3f}]")
@@ -222,7 +220,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def print_comparison(result: dict[str, Any]) -> None:
     """Print one pair's :func:`compare` result."""
     print(f"{result['n_members']} members vs {result['n_non_members']} non-members, both runs")
-    for name, label in LABELS:
+    for name, _, label in ATTACKS:
         r = result[name]
         lo, hi = r["interval"]
         print(
