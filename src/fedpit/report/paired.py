@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fedpit.errors import DataError
-from fedpit.eval.compare import Rows, compare_mean, load_rows
+from fedpit.eval.compare import Rows, compare_mean, example_keys, load_rows
 from fedpit.report.collect import RunRecord, by_group
 
 REFERENCE = "fedavg"
@@ -38,6 +38,15 @@ def _rows(run: RunRecord) -> Rows | None:
         return None
 
 
+def _comparable(a: Rows, b: Rows) -> bool:
+    """Whether compare-leakage can pair the two (same examples, members and non-members)."""
+    try:
+        example_keys(a, b)
+    except DataError:
+        return False
+    return True
+
+
 def paired_rows(
     runs: list[RunRecord], reference: str = REFERENCE, resamples: int = 2000
 ) -> list[PairedRow]:
@@ -52,8 +61,8 @@ def paired_rows(
         for run in members:
             partner = ref_rows.get(run.seed)
             rows = _rows(run) if partner is not None else None
-            if partner is not None and rows is not None and set(rows) == set(partner):
-                seeds.append(run.seed)  # (attacked on other examples: not paired)
+            if partner is not None and rows is not None and _comparable(rows, partner):
+                seeds.append(run.seed)
                 pairs.append((rows, partner))
         if not pairs:
             continue
