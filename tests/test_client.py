@@ -165,3 +165,32 @@ def test_fedpit_v1_uploads_w_s_and_keeps_w_l_across_rounds(
     a = load_file(str(tmp_path / "adapters" / "local" / "adapter_model.safetensors"))
     b = load_file(str(tmp_path / "other" / "adapters" / "local" / "adapter_model.safetensors"))
     assert any(not torch.equal(a[k], b[k]) for k in a)
+
+
+def test_damped_fedavg_uploads_beta_w_l_plus_one_minus_beta_w_g(tiny_model_dir, tmp_path):
+    """The no-synthetic control: FedAvg's W_l, damped towards W_g by β, computed by hand."""
+    private = examples(4)
+
+    def run(method):
+        rt = tiny_runtime(tiny_model_dir)
+        cfg = tiny_cfg(method=method, **{"fed.beta": 0.25})
+        g = start_state(rt)
+        update = run_client_round(rt, cfg, RoundInfo(1, 1, 2, 0), private, g, tmp_path / method)
+        return update, g, rt
+
+    damped, g, rt = run("fedavg-damped")
+    fedavg, _, _ = run("fedavg")
+    w_l = fedavg.state  # FedAvg uploads W_l; the control trains it the same way
+    for k in g:
+        by_hand = 0.25 * w_l[k] + 0.75 * g[k]
+        assert torch.allclose(damped.state[k], by_hand, atol=1e-7), k
+    assert any(not torch.equal(damped.state[k], w_l[k]) for k in g)
+    assert damped.counters["synth-attempts"] == 0
+    # W_s is never trained: the public slot still holds W_g.
+    w_s = get_state(rt.model, PUBLIC)
+    assert all(torch.equal(w_s[k], g[k]) for k in g)
+    # The client keeps W_l (which is not what it sent) as its private attack target.
+    kept = load_file(
+        str(tmp_path / "fedavg-damped" / "adapters" / LOCAL / "adapter_model.safetensors")
+    )
+    assert all(torch.allclose(kept[k].float(), w_l[k]) for k in w_l)

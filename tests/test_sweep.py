@@ -325,3 +325,61 @@ def test_a_failed_post_step_is_reported_and_retried(
     args = parser.parse_args(["sweep", str(path)])
     assert args.func(args) == 1
     assert "post steps failed: fedavg-s0" in capsys.readouterr().out
+
+
+ARMS = """\
+fed.rounds = 1
+
+[sweep]
+methods = ["fedavg", "fedavg-damped", "fedpit"]
+betas = [0.5]
+seeds = [0]
+dir = "{dir}"
+
+[sweep.arms.greedy]
+
+[sweep.arms.sampled]
+"synth.do-sample" = true
+synth.temperature = 1.0
+"""
+
+
+def test_arms_apply_their_keys_to_the_self_generating_methods_only(tmp_path: Path) -> None:
+    path = tmp_path / "arms.toml"
+    path.write_text(ARMS.format(dir=tmp_path / "sweep"))
+    spec = load_sweep(path)
+    cells = plan(spec)
+    assert [c.name for c in cells] == [
+        "fedavg-s0",
+        "fedavg-damped-b0.5-s0",  # the control varies β like FedPIT, but has no arms
+        "fedpit-greedy-b0.5-s0",
+        "fedpit-sampled-b0.5-s0",
+    ]
+    keys = parse_overrides(command(cells[3], spec.base)[4:])
+    assert keys["synth.do-sample"] == "true" and keys["synth.temperature"] == "1.0"
+    assert keys["arm"] == "sampled" and keys["fed.beta"] == "0.5"
+    greedy = parse_overrides(command(cells[2], spec.base)[4:])
+    assert "synth.do-sample" not in greedy and greedy["arm"] == "greedy"
+    assert "arm" not in parse_overrides(command(cells[1], spec.base)[4:])
+    # Each arm's cell is a run of its own configuration, and knows its arm.
+    runner = FakeRunner()
+    run_sweep(spec, runner)
+    cfg = from_flat(parse_overrides(command(cells[3], spec.base)[4:]))
+    assert cfg.synth.do_sample and cfg.arm == "sampled"
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        ("[sweep.arms.x]\nseed = 3\n", "which the grid sets"),
+        ('[sweep.arms."Bad Name"]\n', "arm name"),
+        ('[sweep.arms.x]\n"synth.no-such-key" = 1\n', "unknown configuration key"),
+    ],
+)
+def test_bad_arms_are_refused_before_anything_runs(tmp_path: Path, table, message) -> None:
+    path = tmp_path / "arms.toml"
+    path.write_text(
+        f'[sweep]\nmethods = ["fedpit"]\nseeds = [0]\ndir = "{tmp_path / "s"}"\n\n{table}'
+    )
+    with pytest.raises(ConfigError, match=message):
+        load_sweep(path)

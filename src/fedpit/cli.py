@@ -161,8 +161,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         for n, c in zip(run_data.split.client_names, run_data.split.clients, strict=True)
     )
     print(f"DATA: {run_data.description}", flush=True)
+    removed = run_data.split.removed
     print(
-        f"      clients ({cfg.data.partition}) {sizes}; held-out test {len(run_data.split.test)}",
+        f"      clients ({cfg.data.partition}) {sizes}; held-out test {len(run_data.split.test)} "
+        f"(training candidates dropped for repeating a test question: "
+        f"{removed.get('same_question', 0)}, a test answer: {removed.get('same_answer', 0)})",
         flush=True,
     )
     t0 = time.perf_counter()

@@ -247,6 +247,16 @@ def _fedavg(r: _Round, synth: SynthResult | None, state_dir: Path) -> State:
     return r.state(LOCAL)
 
 
+def _fedavg_damped(r: _Round, synth: SynthResult | None, state_dir: Path) -> State:
+    """The control of FedPIT without synthetic data: W_l as FedAvg trains it, mixed with W_g.
+
+    Uploads β·W_l + (1−β)·W_g — FedPIT's mix with W_s replaced by the untouched global
+    adapter — so it shrinks the private update exactly as much as FedPIT does.
+    """
+    r.train(LOCAL, r.private, "local")
+    return mix(r.state(LOCAL), r.state(PUBLIC), r.cfg.fed.beta)  # PUBLIC still holds W_g
+
+
 UPLOAD = "upload"
 
 CLIENT_ROUNDS = {
@@ -254,6 +264,7 @@ CLIENT_ROUNDS = {
     "fedpit-v1": _fedpit_v1,
     "fedmit": _fedmit,
     "fedavg": _fedavg,
+    "fedavg-damped": _fedavg_damped,
     "fedprox": _fedavg,
     "fedadam": _fedavg,
 }
@@ -281,7 +292,7 @@ def run_client_round(
     if cfg.dp.mode == "client-fixed":  # clipped before it is kept, audited or sent
         upload = clip_update(upload, global_state, cfg.dp.clip_norm)
     adapters = state_dir / "adapters"
-    if cfg.method in ("fedpit", "fedpit-v1"):
+    if cfg.method in ("fedpit", "fedpit-v1", "fedavg-damped"):  # W_l differs from the upload
         save_adapter(r.state(LOCAL), cfg.lora, rt.base_name, adapters / LOCAL)
     # The client's own copy of what it sent (an attack target: what the server sees).
     save_adapter(upload, cfg.lora, rt.base_name, adapters / UPLOAD)

@@ -21,14 +21,24 @@ from typing import Any
 from fedpit.errors import ConfigError
 from fedpit.synth.pipeline import SynthSettings
 
-FEDERATED_METHODS = ("fedpit", "fedpit-v1", "fedavg", "fedprox", "fedadam", "fedmit")
+FEDERATED_METHODS = (
+    "fedpit",
+    "fedpit-v1",
+    "fedavg",
+    "fedavg-damped",
+    "fedprox",
+    "fedadam",
+    "fedmit",
+)
 STANDALONE_METHODS = ("local", "local-selfgen", "centralized")
 METHODS = FEDERATED_METHODS + STANDALONE_METHODS
 PARTITIONS = ("natural", "iid", "dirichlet", "kmeans")
 MIX_MODES = ("factors",)
 DP_MODES = ("off", "central-fixed", "client-fixed")
-DP_METHODS = ("fedpit", "fedpit-v1", "fedavg", "fedprox", "fedmit")
+DP_METHODS = ("fedpit", "fedpit-v1", "fedavg", "fedavg-damped", "fedprox", "fedmit")
 """Methods whose server aggregates with FedAvg's maths, as Flower's DP accounting requires."""
+BETA_METHODS = ("fedpit", "fedpit-v1", "fedavg-damped")
+"""Methods whose upload depends on ``fed.beta``."""
 DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 Scalar = str | int | float | bool
@@ -58,6 +68,7 @@ class DataConfig:
     test_size: int = 32
     dirichlet_alpha: float = 1.0
     num_clusters: int = 100
+    non_members_per_client: int = 0
 
 
 @dataclass(frozen=True)
@@ -146,6 +157,9 @@ class RunConfig:
     method: str = "fedpit"
     seed: int = 0
     run_dir: str = ""
+    arm: str = ""
+    """A label naming the study arm a run belongs to (set by ``fedpit sweep``); it changes
+    nothing in the run, and reports group runs by method, arm and β."""
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     lora: LoraSettings = field(default_factory=LoraSettings)

@@ -60,6 +60,12 @@ def validate(cfg: RunConfig) -> None:
         "> 0",
     )
     _check(cfg.data.num_clusters >= 1, "data.num-clusters", cfg.data.num_clusters, "an integer ≥ 1")
+    _check(
+        cfg.data.non_members_per_client >= 0,
+        "data.non-members-per-client",
+        cfg.data.non_members_per_client,
+        "an integer ≥ 0 (0 = as many as the client's training examples)",
+    )
     _check(cfg.model.max_length >= 16, "model.max-length", cfg.model.max_length, "≥ 16")
     _check(
         cfg.model.template in TEMPLATES,

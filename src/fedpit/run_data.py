@@ -58,6 +58,7 @@ def load_run_data(
         num_clusters=data.num_clusters,
         embed=embed,
         client_test_size=client_test_size,
+        non_members_per_client=data.non_members_per_client,
     )
     if attack.canaries:
         from fedpit.data.canary import make_canaries, plant
@@ -96,4 +97,6 @@ def provenance(run_data: RunData) -> dict[str, object]:
             for i, (name, ex) in enumerate(zip(split.client_names, split.clients, strict=True))
         ],
         "test_ids": [ex.id for ex in split.test],
+        "non_member_ids": [[ex.id for ex in part] for part in split.non_members],
+        "removed_from_training": split.removed,
     }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import shutil
+import statistics
 import time
 from typing import Any
 
@@ -20,7 +21,7 @@ from fedpit.records import config_to_record, record_to_state, state_to_record
 from fedpit.run_data import RunData, provenance, run_data_for
 from fedpit.rundir import RunDir, append_jsonl, create_run_dir, write_json, write_jsonl
 from fedpit.runtime import Runtime, get_runtime, set_threads
-from fedpit.scoring import mean_loss
+from fedpit.scoring import response_nll
 from fedpit.server_state import (
     ServerState,
     load_server_state,
@@ -31,10 +32,28 @@ from fedpit.server_state import (
 from fedpit.strategy import Problem, build_strategy
 
 
+def test_losses(rt: Runtime, run_data: RunData, max_length: int) -> list[float]:
+    """Response NLL of each held-out test example (in split order) under ``public``.
+
+    Kept per example so that two runs on the same test set can be compared paired.
+    """
+    rt.model.set_adapter(PUBLIC)
+    test = run_data.split.test
+    if not test:
+        return []
+    return response_nll(
+        rt.model,
+        rt.tokenizer,
+        [rt.fmt.prompt(e) for e in test],
+        [e.output for e in test],
+        max_length,
+    )
+
+
 def test_loss(rt: Runtime, run_data: RunData, max_length: int) -> float:
     """Mean response NLL of the held-out test set under the ``public`` adapter."""
-    rt.model.set_adapter(PUBLIC)
-    return mean_loss(rt, run_data.split.test, max_length)
+    losses = test_losses(rt, run_data, max_length)
+    return statistics.fmean(losses) if losses else float("nan")
 
 
 def run_server(grid: Grid, cfg: RunConfig, rd: RunDir) -> dict[str, object]:
@@ -95,10 +114,12 @@ def run_server(grid: Grid, cfg: RunConfig, rd: RunDir) -> dict[str, object]:
         if saved is not None and flower_round == 0:
             return None  # the resumed global model was evaluated before the interruption
         set_state(rt.model, PUBLIC, record_to_state(arrays))
-        loss = test_loss(rt, run_data, cfg.model.max_length)
+        per_example = test_losses(rt, run_data, cfg.model.max_length)
+        loss = statistics.fmean(per_example) if per_example else float("nan")
         record: dict[str, Any] = {
             "round": server_round,
             "test_loss": loss,
+            "test_losses": per_example,
             "client_eval_loss": client_eval.get(server_round),
             "elapsed_s": time.perf_counter() - started,
             "clients": round_metrics.get(server_round, {}),

@@ -4,13 +4,20 @@ A sweep file is a TOML configuration with one extra table::
 
     [sweep]
     methods = ["fedavg", "fedpit"]
-    betas = [0.0, 0.5, 1.0]      # only for fedpit / fedpit-v1; other methods run once per seed
+    betas = [0.0, 0.5, 1.0]      # for fedpit, fedpit-v1, fedavg-damped; others run once per seed
     seeds = [0, 1, 2]
     dir = "runs/sweep-paper"      # optional; default runs/sweep-<file stem>
     post = ["attack {run} --all-rounds"]  # optional: fedpit commands run on each finished cell
 
+    [sweep.arms.sampled]          # optional: named study arms, each a set of keys
+    "synth.do-sample" = true      # applied to the methods that self-generate (or to
+    "synth.temperature" = 1.0     # sweep.arm-methods); the others run once per seed
+
     # every other key is a fixed configuration key of all cells
     fed.rounds = 5
+
+An arm's cells are named ``<method>-<arm>[-b<beta>]-s<seed>`` and carry ``arm=<name>``,
+so reports keep the arms apart.
 
 Each cell runs ``fedpit run`` in its own subprocess (Ray and simulation state never leak
 between cells) with ``run-dir=<dir>/<cell>``. A cell whose run directory holds
@@ -22,7 +29,9 @@ lists every cell and its status.
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import re
 import shlex
 import shutil
 import statistics
@@ -35,15 +44,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fedpit.config import METHODS, from_flat, load_toml, to_flat
+from fedpit.config import BETA_METHODS, METHODS, from_flat, load_toml, to_flat
 from fedpit.errors import ConfigError
 from fedpit.rundir import RunDir, write_json
 
-BETA_METHODS = ("fedpit", "fedpit-v1")
-"""Methods whose upload depends on β; every other method runs once per seed."""
-
-GRID_KEYS = ("method", "seed", "fed.beta", "run-dir")
+GRID_KEYS = ("method", "seed", "fed.beta", "run-dir", "arm")
 """Keys the grid sets per cell; a sweep file may not fix them."""
+
+ARM_METHODS = ("fedpit", "fedpit-v1", "fedmit", "local-selfgen")
+"""Methods an arm applies to unless ``sweep.arm-methods`` says otherwise: those that
+self-generate (the arms of a SynGen study)."""
+
+ARM_NAME = re.compile(r"[a-z0-9][a-z0-9_.]*")
 
 PENDING, RUNNING, DONE, FAILED = "pending", "running", "done", "failed"
 
@@ -64,6 +76,8 @@ class SweepSpec:
     root: Path
     base: dict[str, Any] = field(default_factory=dict)
     post: tuple[str, ...] = ()
+    arms: dict[str, dict[str, Any]] = field(default_factory=dict)
+    arm_methods: tuple[str, ...] = ARM_METHODS
 
 
 @dataclass(frozen=True)
@@ -74,17 +88,23 @@ class Cell:
     beta: float | None  # None: the method does not use β
     seed: int
     run_dir: Path
+    arm: str = ""  # "": no arm (the fixed keys only)
+    arm_keys: tuple[tuple[str, Any], ...] = ()
 
     @property
     def name(self) -> str:
-        """``<method>-b<beta>-s<seed>``, or ``<method>-s<seed>`` when β does not apply."""
+        """``<method>[-<arm>]-b<beta>-s<seed>`` (no ``-b…`` when β does not apply)."""
+        arm = f"-{self.arm}" if self.arm else ""
         beta = "" if self.beta is None else f"-b{self.beta:g}"
-        return f"{self.method}{beta}-s{self.seed}"
+        return f"{self.method}{arm}{beta}-s{self.seed}"
 
     def overrides(self, base: Mapping[str, Any]) -> dict[str, Any]:
-        """All configuration keys of this cell: the fixed ones, then the grid's."""
+        """All configuration keys of this cell: the fixed ones, the arm's, then the grid's."""
         keys = dict(base)
+        keys.update(self.arm_keys)
         keys.update({"method": self.method, "seed": self.seed, "run-dir": str(self.run_dir)})
+        if self.arm:
+            keys["arm"] = self.arm
         if self.beta is not None:
             keys["fed.beta"] = self.beta
         return keys
@@ -118,10 +138,42 @@ def load_sweep(path: str | Path, overrides: Mapping[str, Any] | None = None) -> 
     seeds = tuple(_list(path, table, "seeds", int, default=[0]))
     root = Path(table.get("dir") or Path("runs") / f"sweep-{path.stem}")
     post = tuple(_list(path, table, "post", str)) if "post" in table else ()
-    spec = SweepSpec(methods, betas, seeds, root.expanduser().resolve(), base, post)
+    arms = _arms(path, table)
+    arm_methods = tuple(_list(path, table, "arm-methods", str, default=list(ARM_METHODS)))
+    spec = SweepSpec(
+        methods, betas, seeds, root.expanduser().resolve(), base, post, arms, arm_methods
+    )
     for cell in plan(spec):  # fail now on a bad key, not hours into the sweep
         from_flat(cell.overrides(spec.base))
     return spec
+
+
+def _arms(path: Path, table: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """``[sweep.arms.<name>]`` tables as flat keys (nested tables and dotted keys alike)."""
+    arms = table.get("arms", {})
+    if not isinstance(arms, dict) or not all(isinstance(v, dict) for v in arms.values()):
+        raise ConfigError(f"{path}: sweep.arms must hold one table per arm, [sweep.arms.NAME]")
+    flat: dict[str, dict[str, Any]] = {}
+    for name, keys in arms.items():
+        if not ARM_NAME.fullmatch(name):
+            raise ConfigError(
+                f"{path}: arm name {name!r} is invalid; allowed: lower-case letters, digits, "
+                "'_' and '.', starting with a letter or digit (it becomes part of a directory name)"
+            )
+        flat[name] = {}
+
+        def walk(prefix: str, node: Mapping[str, Any], arm: str = name) -> None:
+            for k, v in node.items():
+                if isinstance(v, Mapping):
+                    walk(f"{prefix}{k}.", v)
+                else:
+                    flat[arm][f"{prefix}{k}"] = v
+
+        walk("", keys)
+        for key in flat[name]:
+            if key in GRID_KEYS:
+                raise ConfigError(f"{path}: sweep.arms.{name} sets {key!r}, which the grid sets")
+    return flat
 
 
 def _list(path: Path, table: dict[str, Any], key: str, tp: Any, default: Any = None) -> list[Any]:
@@ -134,18 +186,21 @@ def _list(path: Path, table: dict[str, Any], key: str, tp: Any, default: Any = N
 
 
 def plan(spec: SweepSpec) -> list[Cell]:
-    """Every cell of the grid, seed-major (then method, then β).
+    """Every cell of the grid, seed-major (then method, then arm, then β).
 
     Seed-major so that an interrupted sweep already holds one complete comparison of all
     methods before it starts on the next seed.
     """
     cells = []
+    no_arm: dict[str, dict[str, Any]] = {"": {}}
     for seed in spec.seeds:
         for method in spec.methods:
             betas: Sequence[float | None] = spec.betas if method in BETA_METHODS else (None,)
-            for beta in betas:
-                cell = Cell(method, beta, seed, Path())
-                cells.append(Cell(method, beta, seed, spec.root / cell.name))
+            arms = spec.arms if spec.arms and method in spec.arm_methods else no_arm
+            for arm, keys in arms.items():
+                for beta in betas:
+                    cell = Cell(method, beta, seed, Path(), arm, tuple(keys.items()))
+                    cells.append(dataclasses.replace(cell, run_dir=spec.root / cell.name))
     return cells
 
 

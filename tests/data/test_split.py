@@ -128,3 +128,61 @@ def test_size_errors():
         make_split(
             examples, method="iid", num_clients=2, examples_per_client=0, test_size=1, seed=0
         )
+
+
+def shared_answers():
+    """Two sources whose questions differ but reuse a few boilerplate answers."""
+    examples = []
+    for source in ("GHR", "GARD"):
+        for i in range(30):
+            answer = f"Boilerplate {i % 3}." if i % 2 else f"{source} own answer {i}"
+            examples.append(
+                Example(f"{source}-{i}", f"{source} question {i}?", "", answer, {"source": source})
+            )
+    return examples
+
+
+def two_sources(**kw):
+    """A natural split of :func:`shared_answers` over its two sources."""
+    args = {"method": "natural", "num_clients": 2, "column": "source", **kw}
+    return make_split(shared_answers(), **args)
+
+
+def test_training_never_repeats_a_test_answer_and_the_removal_is_counted():
+    examples = shared_answers()
+    result = two_sources(examples_per_client=1000, test_size=10, seed=1)
+    norm = split.normalize_answer
+    test_answers = {norm(e.output) for e in result.test}
+    train = [e for c in result.clients for e in c]
+    assert not test_answers & {norm(e.output) for e in train}
+    # Case, spacing and a trailing full stop do not make an answer different.
+    assert norm("Boilerplate  1.") == norm("boilerplate 1")
+    expected = sum(
+        norm(e.output) in test_answers for e in examples if e.id not in {t.id for t in result.test}
+    )
+    assert result.removed == {"same_question": 0, "same_answer": expected}
+    assert expected > 0 and len(train) == len(examples) - 10 - expected
+
+
+def test_non_members_come_from_each_clients_partition_and_repeat_no_training_text():
+    result = two_sources(examples_per_client=4, test_size=4, seed=2)
+    norm = split.normalize_answer
+    train = [e for c in result.clients for e in c]
+    answers = {norm(e.output) for e in train}
+    questions = {normalize_question(e.instruction) for e in train}
+    held_out = {e.id for e in result.test}
+    assert len(result.non_members) == 2
+    for name, members, outside in zip(
+        result.client_names, result.clients, result.non_members, strict=True
+    ):
+        # As many as the members, from the same source (the members' distribution).
+        assert len(outside) == len(members) == 4
+        assert {e.meta["source"] for e in outside} == {name}
+        for e in outside:
+            assert norm(e.output) not in answers
+            assert normalize_question(e.instruction) not in questions
+            assert e.id not in held_out
+    # More non-members than members when asked; the training split does not change.
+    more = two_sources(examples_per_client=4, test_size=4, seed=2, non_members_per_client=6)
+    assert [len(o) for o in more.non_members] == [6, 6]
+    assert split_ids(more) == split_ids(result)

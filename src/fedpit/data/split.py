@@ -1,8 +1,12 @@
-"""Build the federated split: a held-out test set, then one training set per client.
+"""Build the federated split: a held-out test set, one training set per client, non-members.
 
-The test set is drawn first and every training example asking the same question is
-removed, because MedQuAD repeats questions across its sources and an overlap would let
-a model score by recall rather than by answering.
+The test set is drawn first and every training candidate asking the same question *or
+giving the same answer* is removed: MedQuAD repeats questions across its sources and
+reuses answers across questions (one boilerplate answer stands under hundreds of them),
+and an overlap would let a model score by recall rather than by answering. The
+membership-inference non-members are drawn from each client's own partition (the
+members' distribution), held out from every client, and share no question or answer
+with any client's training data.
 """
 
 from __future__ import annotations
@@ -30,7 +34,14 @@ class FederatedSplit:
             ``"client-<i>"``.
         test: Held-out examples; none asks a question any client trains on.
         client_tests: Each client's private held-out examples for federated evaluation:
-            drawn from the rest of its own partition, never a question it trains on.
+            drawn from the rest of its own partition, sharing no question or answer with
+            any client's training data.
+        non_members: Each client's membership-inference non-members: drawn from the
+            rest of its own partition (the members' distribution), sharing no question or
+            answer with any client's training data.
+        removed: Training candidates dropped because they repeat a test question
+            (``same_question``) or, asking another question, a test answer
+            (``same_answer``).
 
     """
 
@@ -38,6 +49,8 @@ class FederatedSplit:
     client_names: list[str]
     test: list[Example]
     client_tests: list[list[Example]] = field(default_factory=list)
+    non_members: list[list[Example]] = field(default_factory=list)
+    removed: dict[str, int] = field(default_factory=dict)
 
 
 def normalize_question(text: str) -> str:
@@ -47,6 +60,42 @@ def normalize_question(text: str) -> str:
     and spaces, so ``"What is (are) X ?"`` equals ``"what is (are)  x"``.
     """
     return re.sub(r"\s+", " ", text.lower()).strip().rstrip(_TRAILING)
+
+
+normalize_answer = normalize_question
+"""Answers are compared the same way: case, runs of whitespace and trailing punctuation
+do not make two answers different."""
+
+
+class _Seen:
+    """Normalised questions and answers of a set of examples, to test others against."""
+
+    def __init__(self, examples: Sequence[Example] = ()) -> None:
+        self.questions: set[str] = set()
+        self.answers: set[str] = set()
+        self.add(examples)
+
+    def add(self, examples: Sequence[Example]) -> None:
+        for e in examples:
+            self.questions.add(normalize_question(e.instruction))
+            self.answers.add(normalize_answer(e.output))
+
+    def repeats_question(self, e: Example) -> bool:
+        return normalize_question(e.instruction) in self.questions
+
+    def repeats_answer(self, e: Example) -> bool:
+        return normalize_answer(e.output) in self.answers
+
+    def repeats(self, e: Example) -> bool:
+        return self.repeats_question(e) or self.repeats_answer(e)
+
+
+def _draw(rng: np.random.Generator, items: Sequence[Example], size: int) -> list[Example]:
+    size = min(size, len(items))
+    if not size:
+        return []
+    pick = rng.choice(len(items), size=size, replace=False)
+    return [items[int(i)] for i in sorted(pick.tolist())]
 
 
 def make_split(
@@ -62,8 +111,9 @@ def make_split(
     num_clusters: int = 100,
     embed: Embed | None = None,
     client_test_size: int = 0,
+    non_members_per_client: int = 0,
 ) -> FederatedSplit:
-    """Draw a test set, drop training questions it asks, partition, then subsample.
+    """Draw a test set, drop training candidates repeating it, partition, subsample.
 
     Args:
         examples: All examples of the data set.
@@ -77,6 +127,8 @@ def make_split(
         num_clusters: k-means clusters for ``"kmeans"``.
         embed: Text embedder for ``"kmeans"``.
         client_test_size: Private held-out examples per client (federated evaluation).
+        non_members_per_client: Membership-inference non-members drawn from each
+            client's own partition (0: as many as the client has training examples).
 
     Returns:
         The split.
@@ -98,12 +150,12 @@ def make_split(
     rng = np.random.default_rng(seed)
     test_rows = set(rng.choice(len(examples), size=test_size, replace=False).tolist())
     test = [examples[i] for i in sorted(test_rows)]
-    asked = {normalize_question(e.instruction) for e in test}
-    pool = [
-        e
-        for i, e in enumerate(examples)
-        if i not in test_rows and normalize_question(e.instruction) not in asked
-    ]
+    tested = _Seen(test)
+    rest = [e for i, e in enumerate(examples) if i not in test_rows]
+    same_question = [e for e in rest if tested.repeats_question(e)]
+    same_answer = [e for e in rest if not tested.repeats_question(e) and tested.repeats_answer(e)]
+    pool = [e for e in rest if not tested.repeats(e)]
+    removed = {"same_question": len(same_question), "same_answer": len(same_answer)}
     if len(pool) < num_clients:
         raise DataError(
             f"data.num-clients = {num_clients} but only {len(pool)} training examples remain "
@@ -136,15 +188,22 @@ def make_split(
         keep = rng.choice(len(part), size=min(examples_per_client, len(part)), replace=False)
         clients.append([part[i] for i in sorted(keep.tolist())])
         rests.append([part[i] for i in range(len(part)) if i not in set(keep.tolist())])
-    # A separate stream, so asking for client test sets never changes the training split.
+    # Held out from every client: no question or answer any client trains on.
+    trained = _Seen([e for train in clients for e in train])
+    unseen = [[e for e in rest if not trained.repeats(e)] for rest in rests]
+    # Separate streams, so asking for evaluation sets never changes the training split.
     eval_rng = np.random.default_rng([seed, 1])
-    client_tests = []
-    for train, rest in zip(clients, rests, strict=True):
-        trained = {normalize_question(e.instruction) for e in train}
-        candidates = [e for e in rest if normalize_question(e.instruction) not in trained]
-        size = min(client_test_size, len(candidates))
-        pick: np.ndarray | list[int] = (
-            eval_rng.choice(len(candidates), size=size, replace=False) if size else []
-        )
-        client_tests.append([candidates[i] for i in sorted(int(i) for i in pick)])
-    return FederatedSplit(clients=clients, client_names=names, test=test, client_tests=client_tests)
+    client_tests = [_draw(eval_rng, candidates, client_test_size) for candidates in unseen]
+    member_rng = np.random.default_rng([seed, 2])
+    non_members = [
+        _draw(member_rng, candidates, non_members_per_client or len(train))
+        for train, candidates in zip(clients, unseen, strict=True)
+    ]
+    return FederatedSplit(
+        clients=clients,
+        client_names=names,
+        test=test,
+        client_tests=client_tests,
+        non_members=non_members,
+        removed=removed,
+    )

@@ -161,9 +161,11 @@ def prepare(
     split = run_data_for(cfg).split
     client_ids = [client] if client is not None else [str(i) for i in range(len(split.clients))]
     private = [e for c in client_ids for e in split.clients[int(c)]]
+    # Non-members from the same clients' partitions: the members' distribution.
+    held_out = [e for c in client_ids for e in split.non_members[int(c)]]
     rng = random.Random(seed)
     members = _sample([e for e in private if not is_canary(e)], limit, rng)
-    non_members = _sample(split.test, limit, rng)
+    non_members = _sample(held_out, limit, rng)
 
     def score_base() -> list[float]:
         activate(rt, resolve_target(rd.root, BASE))

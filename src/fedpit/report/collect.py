@@ -15,18 +15,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fedpit.config import RunConfig
+from fedpit.config import BETA_METHODS, RunConfig
 from fedpit.errors import DataError, FedPITError
 from fedpit.eval.targets import run_config
 from fedpit.rundir import RunDir, read_jsonl
 
-BETA_METHODS = ("fedpit", "fedpit-v1")
 GLOBAL, BASE = "global", "base"
 METHOD_ORDER = (
     "centralized",
     "local",
     "local-selfgen",
     "fedavg",
+    "fedavg-damped",
     "fedprox",
     "fedadam",
     "fedmit",
@@ -129,9 +129,15 @@ class RunRecord:
         return self.config.seed
 
     @property
+    def arm(self) -> str:
+        """The study arm the run belongs to ("" outside a study)."""
+        return self.config.arm
+
+    @property
     def group(self) -> str:
-        """The row a run belongs to: its method, with β where β matters."""
-        return self.method if self.beta is None else f"{self.method} β={self.beta:g}"
+        """The row a run belongs to: its method and arm, with β where β matters."""
+        name = f"{self.method}[{self.arm}]" if self.arm else self.method
+        return name if self.beta is None else f"{name} β={self.beta:g}"
 
     @property
     def finished(self) -> bool:
@@ -208,10 +214,10 @@ def mean_result(results: list[Any]) -> Any:
     return dataclasses.replace(first, **changes)
 
 
-def sort_key(run: RunRecord) -> tuple[int, float, int, str]:
-    """Table 2 order: method, then β, then seed."""
+def sort_key(run: RunRecord) -> tuple[int, str, float, int, str]:
+    """Table 2 order: method, then arm, then β, then seed."""
     order = METHOD_ORDER.index(run.method) if run.method in METHOD_ORDER else len(METHOD_ORDER)
-    return (order, run.beta if run.beta is not None else -1.0, run.seed, run.name)
+    return (order, run.arm, run.beta if run.beta is not None else -1.0, run.seed, run.name)
 
 
 def collect_runs(paths: list[Path]) -> list[RunRecord]:

@@ -7,14 +7,16 @@ from pathlib import Path
 from typing import Any
 
 SWEEP_HELP = """\
-Run a grid of `fedpit run` jobs (methods × β × seeds), each in its own subprocess.
+Run a grid of `fedpit run` jobs (methods × arms × β × seeds), each in its own subprocess.
 
 CONFIG.toml holds a [sweep] table (methods = [...], betas = [...], seeds = [...],
-optional dir = "runs/sweep-NAME", optional post = ["attack {run} ...", ...]) and any
-fixed configuration keys. β only varies for fedpit and fedpit-v1. Rerunning the command
-resumes: finished cells are skipped, an interrupted federated cell continues from its last
-completed round (other interrupted cells are removed and rerun), and post steps a cell
-has not done yet run. Status: <dir>/sweep.json; logs: <dir>/logs/.
+optional dir = "runs/sweep-NAME", optional post = ["attack {run} ...", ...]), optional
+[sweep.arms.NAME] tables (keys of one study arm, applied to the self-generating methods
+or to sweep.arm-methods = [...]) and any fixed configuration keys. β only varies for
+fedpit, fedpit-v1 and fedavg-damped. Rerunning the command resumes: finished cells are
+skipped, an interrupted federated cell continues from its last completed round (other
+interrupted cells are removed and rerun), and post steps a cell has not done yet run.
+Status: <dir>/sweep.json; logs: <dir>/logs/.
 """
 
 REPORT_HELP = """\
