@@ -17,10 +17,22 @@ IGNORE_INDEX = -100
 
 @dataclass(frozen=True)
 class Encoded:
-    """One tokenised pair; ``labels`` is ``IGNORE_INDEX`` on prompt positions."""
+    """One tokenised pair; ``labels`` is ``IGNORE_INDEX`` on prompt positions.
+
+    ``soft_ids`` / ``soft_probs`` (shape ``(response tokens, k)``), when set, are a
+    teacher's top-k token distribution at each response position: training then fits
+    those distributions instead of the tokens in ``labels`` (context distillation).
+    """
 
     input_ids: list[int]
     labels: list[int]
+    soft_ids: torch.Tensor | None = None
+    soft_probs: torch.Tensor | None = None
+
+    @property
+    def response_ids(self) -> list[int]:
+        """The response tokens (the targets), in order."""
+        return [t for t in self.labels if t != IGNORE_INDEX]
 
     @property
     def num_target_tokens(self) -> int:
@@ -28,12 +40,19 @@ class Encoded:
         return sum(1 for t in self.labels if t != IGNORE_INDEX)
 
 
-def encode_pair(tokenizer: object, prompt: str, response: str, max_length: int) -> Encoded:
+def encode_pair(
+    tokenizer: object,
+    prompt: str,
+    response: str,
+    max_length: int,
+    max_response: int | None = None,
+) -> Encoded:
     """Tokenise ``prompt + response`` and mask the prompt out of the labels.
 
     Over-long pairs keep their prompt and lose the end of the response; a prompt that
     alone would leave fewer than ``max_length // 4`` response tokens is cut from the
-    left (its start is the least informative part: template boilerplate).
+    left (its start is the least informative part: template boilerplate). With
+    ``max_response``, at most that many response tokens are kept.
     """
     p_ids: list[int] = tokenizer(prompt, add_special_tokens=False)["input_ids"]  # type: ignore[operator]
     r_ids: list[int] = tokenizer(response, add_special_tokens=False)["input_ids"]  # type: ignore[operator]
@@ -42,7 +61,7 @@ def encode_pair(tokenizer: object, prompt: str, response: str, max_length: int) 
     if room < min_response:
         p_ids = p_ids[len(p_ids) - (max_length - min_response) :]
         room = min_response
-    r_ids = r_ids[:room]
+    r_ids = r_ids[: room if max_response is None else min(room, max_response)]
     return Encoded(p_ids + r_ids, [IGNORE_INDEX] * len(p_ids) + r_ids)
 
 
@@ -69,7 +88,12 @@ def collate(items: Sequence[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
         ids[i, :n] = torch.tensor(e.input_ids)
         labels[i, :n] = torch.tensor(e.labels)
         mask[i, :n] = 1
-    return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+    batch = {"input_ids": ids, "labels": labels, "attention_mask": mask}
+    if items and all(e.soft_ids is not None for e in items):
+        # Row-major like the response positions per_example_nll selects.
+        batch["soft_ids"] = torch.cat([cast("torch.Tensor", e.soft_ids) for e in items])
+        batch["soft_probs"] = torch.cat([cast("torch.Tensor", e.soft_probs) for e in items])
+    return batch
 
 
 def hf_model(model: torch.nn.Module) -> PreTrainedModel:
@@ -87,7 +111,9 @@ def per_example_nll(
 
     The vocabulary projection runs only on positions that predict a response token:
     prompt and padding positions never materialise logits (for a 49k vocabulary these
-    are most of a training step's memory).
+    are most of a training step's memory). With ``soft_ids`` / ``soft_probs`` in the
+    batch (see :class:`Encoded`), the per-token loss is the cross-entropy against the
+    teacher's top-k distribution, −Σ_j p_j log q(v_j), instead of −log q(label).
 
     Returns:
         ``(nll_sum, count)``, each of shape ``(batch,)``.
@@ -100,7 +126,11 @@ def per_example_nll(
     targets = batch["labels"][:, 1:]
     mask = targets != IGNORE_INDEX
     logits = base.get_output_embeddings()(hidden[:, :-1][mask]).float()
-    token_nll = torch.nn.functional.cross_entropy(logits, targets[mask], reduction="none")
+    if "soft_ids" in batch:
+        log_q = torch.log_softmax(logits, dim=-1).gather(1, batch["soft_ids"])
+        token_nll = -(batch["soft_probs"] * log_q).sum(dim=-1)
+    else:
+        token_nll = torch.nn.functional.cross_entropy(logits, targets[mask], reduction="none")
     rows = mask.nonzero()[:, 0]
     nll = torch.zeros(targets.shape[0], dtype=token_nll.dtype, device=token_nll.device)
     return nll.index_add(0, rows, token_nll), mask.sum(dim=1)

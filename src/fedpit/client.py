@@ -29,14 +29,15 @@ from fedpit.adapters import (
     save_adapter,
     set_state,
 )
-from fedpit.batching import encode_pair
+from fedpit.batching import Encoded, encode_pair
 from fedpit.config import RunConfig
 from fedpit.data.example import Example
+from fedpit.distill import teacher_targets
 from fedpit.dp import clip_update
 from fedpit.generator import make_generate_fn
 from fedpit.privacy import upload_metrics
 from fedpit.runtime import Runtime, release_memory
-from fedpit.scoring import response_nll
+from fedpit.scoring import response_lengths, response_nll
 from fedpit.synth.pipeline import SynthResult, generate_synthetic
 from fedpit.synth.select import ifs, select_lowest
 from fedpit.train import TrainStats, cosine_lr, train_adapter
@@ -73,7 +74,7 @@ def phase_seed(info: RoundInfo, phase: str) -> int:
     )
 
 
-def _encode(rt: Runtime, examples: Sequence[Example], max_length: int) -> list:
+def _encode(rt: Runtime, examples: Sequence[Example], max_length: int) -> list[Encoded]:
     return [
         encode_pair(rt.tokenizer, rt.fmt.prompt(ex), ex.output + rt.fmt.end_text, max_length)
         for ex in examples
@@ -89,13 +90,16 @@ def _train(
     phase: str,
     epochs: int | None = None,
     proximal_mu: float = 0.0,
+    lr: float | None = None,
+    encoded: Sequence[Encoded] | None = None,
 ) -> TrainStats:
     torch.manual_seed(phase_seed(info, phase))
+    lr0 = lr or cfg.train.lr
     return train_adapter(
         rt.model,
         adapter,
-        _encode(rt, examples, cfg.model.max_length),
-        lr=cosine_lr(cfg.train.lr, cfg.train.lr_min, info.server_round, info.num_rounds),
+        list(encoded) if encoded is not None else _encode(rt, examples, cfg.model.max_length),
+        lr=cosine_lr(lr0, min(cfg.train.lr_min, lr0), info.server_round, info.num_rounds),
         epochs=epochs or cfg.train.local_epochs,
         batch_size=cfg.train.batch_size,
         pad_id=rt.tokenizer.pad_token_id,
@@ -131,20 +135,23 @@ def ifs_scores(
         return []
     rt.model.set_adapter(adapter)
     responses = [c.output for c in candidates]
-    cond = response_nll(
-        rt.model,
-        rt.tokenizer,
-        [rt.fmt.prompt(c) for c in candidates],
-        responses,
-        cfg.model.max_length,
-    )
+    prompts = [rt.fmt.prompt(c) for c in candidates]
+    max_length = cfg.model.max_length
+    cond = response_nll(rt.model, rt.tokenizer, prompts, responses, max_length)
     header = rt.fmt.response_header()
+    # The same response tokens in both terms: a response cut after its prompt is cut alike.
+    scored = (
+        response_lengths(rt.tokenizer, prompts, responses, max_length)
+        if cfg.synth.ifs_same_tokens
+        else None
+    )
     uncond = response_nll(
         rt.model,
         rt.tokenizer,
         [header] * len(candidates),
         responses,
-        cfg.model.max_length,
+        max_length,
+        max_response=scored,
     )
     return [ifs(c, u) for c, u in zip(cond, uncond, strict=True)]
 
@@ -176,6 +183,9 @@ class _Round:
         examples: Sequence[Example],
         phase: str,
         proximal_mu: float = 0.0,
+        lr: float | None = None,
+        epochs: int | None = None,
+        encoded: Sequence[Encoded] | None = None,
     ) -> None:
         """Train ``adapter`` on ``examples``; its loss goes to the private log only."""
         with self.phase(f"train-{phase}"):
@@ -186,15 +196,52 @@ class _Round:
                 adapter,
                 examples,
                 phase,
+                epochs=epochs,
                 proximal_mu=proximal_mu,
+                lr=lr,
+                encoded=encoded,
             )
         self.log[f"loss-{phase}"] = stats.mean_loss
 
+    def train_public(self, synth: SynthResult) -> None:
+        """Train W_s on the selected synthetic data (hard or, with distillation, soft labels).
+
+        With ``synth.distill-top-k`` the teacher is the public adapter *before* this
+        training — W_g — with each response's generation prompt (its demonstrations) in
+        context.
+        """
+        cfg = self.cfg
+        encoded = None
+        if cfg.synth.distill_top_k and self.selected:
+            with self.phase("distill"):
+                self.rt.model.set_adapter(PUBLIC)
+                encoded = teacher_targets(
+                    self.rt.model,
+                    self.rt.tokenizer,
+                    [synth.prompts[c.id] for c in self.selected],
+                    _encode(self.rt, self.selected, cfg.model.max_length),
+                    cfg.synth.distill_top_k,
+                )
+        self.train(
+            PUBLIC,
+            self.selected,
+            "public",
+            lr=cfg.train.public_lr or None,
+            epochs=cfg.train.public_epochs or None,
+            encoded=encoded,
+        )
+
     def select(self, adapter: str, synth: SynthResult) -> list[Example]:
-        """Keep the M candidates with the lowest IFS under ``adapter``."""
+        """Keep M candidates: the lowest IFS under ``adapter``, or M at random."""
         with self.phase("select"):
             scores = ifs_scores(self.rt, self.cfg, adapter, synth.examples)
-            self.selected = select_lowest(synth.examples, scores, self.cfg.synth.keep)
+            keep = self.cfg.synth.keep
+            if self.cfg.synth.selection == "random":
+                rng = random.Random(phase_seed(self.info, "select"))
+                picked = set(rng.sample(range(len(scores)), min(keep, len(scores))))
+                self.selected = [c for i, c in enumerate(synth.examples) if i in picked]
+            else:
+                self.selected = select_lowest(synth.examples, scores, keep)
         chosen = {c.id for c in self.selected}
         self.log["synthetic"] = [
             {
@@ -216,8 +263,8 @@ class _Round:
 def _fedpit(r: _Round, synth: SynthResult, state_dir: Path) -> State:
     """Algorithm 1: W_l on real data, IFS with W_l, W_s on selected data, upload the mix."""
     r.train(LOCAL, r.private, "local")
-    selected = r.select(LOCAL, synth)  # scored by the freshly trained local model
-    r.train(PUBLIC, selected, "public")
+    r.select(LOCAL, synth)  # scored by the freshly trained local model
+    r.train_public(synth)
     return mix(r.state(LOCAL), r.state(PUBLIC), r.cfg.fed.beta)
 
 
@@ -228,7 +275,7 @@ def _fedpit_v1(r: _Round, synth: SynthResult, state_dir: Path) -> State:
     if persisted.exists():
         set_state(r.rt.model, LOCAL, load_file(str(persisted)))
     selected = r.select(LOCAL, synth)  # scored by the client's persisted local model
-    r.train(PUBLIC, selected, "public")
+    r.train_public(synth)
     r.train(LOCAL, [*r.private, *selected], "local")
     return r.state(PUBLIC)
 

@@ -99,6 +99,10 @@ class TrainConfig:
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     threads: int = 0
+    public_lr: float = 0.0
+    """Learning rate of W_s on the synthetic data (0 = ``lr``), with the same cosine decay."""
+    public_epochs: int = 0
+    """Epochs of W_s on the synthetic data per round (0 = ``local-epochs``)."""
 
 
 @dataclass(frozen=True)

@@ -110,6 +110,18 @@ def validate(cfg: RunConfig) -> None:
     )
     _check(cfg.train.local_epochs >= 1, "train.local-epochs", cfg.train.local_epochs, "≥ 1")
     _check(
+        cfg.train.public_lr >= 0,
+        "train.public-lr",
+        cfg.train.public_lr,
+        "≥ 0 (0 = train.lr)",
+    )
+    _check(
+        cfg.train.public_epochs >= 0,
+        "train.public-epochs",
+        cfg.train.public_epochs,
+        "≥ 0 (0 = train.local-epochs)",
+    )
+    _check(
         cfg.train.centralized_epochs >= 1,
         "train.centralized-epochs",
         cfg.train.centralized_epochs,

@@ -21,6 +21,9 @@ class GenerationSpec:
         repetition_penalty: 1.0 disables it.
         do_sample: Greedy decoding when False (the default everywhere in FedPIT).
         temperature: Sampling temperature (only with ``do_sample``).
+        top_p: Nucleus sampling: sample from the smallest set of tokens whose
+            probability reaches ``top_p`` (only with ``do_sample``; 1.0 = the whole
+            vocabulary).
     """
 
     max_new_tokens: int
@@ -28,6 +31,7 @@ class GenerationSpec:
     repetition_penalty: float = 1.0
     do_sample: bool = False
     temperature: float = 1.0
+    top_p: float = 1.0
 
 
 @dataclass(frozen=True)

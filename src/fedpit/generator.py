@@ -91,7 +91,7 @@ def make_generate_fn(
                 ),
             }
             if spec.do_sample:
-                kwargs["temperature"] = spec.temperature
+                kwargs.update(temperature=spec.temperature, top_p=spec.top_p, top_k=None)
             else:
                 kwargs.update(temperature=None, top_p=None, top_k=None)
             out = model.generate(**enc, **kwargs)  # type: ignore[operator]

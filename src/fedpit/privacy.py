@@ -15,7 +15,7 @@ from fedpit.synth.pipeline import SynthResult
 NUM_EXAMPLES = "num-examples"
 SPAN_BLOCKED = f"synth-rejected-{COPIED_SPAN}"
 """Synthetic candidates the verbatim-span guard blocked (a count; the spans stay home)."""
-PHASES = ("synth", "train-local", "select", "train-public", "total")
+PHASES = ("synth", "train-local", "select", "distill", "train-public", "total")
 
 ALLOWED_COUNTERS: frozenset[str] = frozenset(
     [NUM_EXAMPLES, "synth-attempts", "synth-kept", "synth-selected", "upload-bytes"]

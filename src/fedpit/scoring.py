@@ -31,16 +31,20 @@ def response_nll(
     responses: Sequence[str],
     max_length: int,
     batch_size: int = 8,
+    max_response: Sequence[int] | None = None,
 ) -> list[float]:
     """Mean token NLL of each response given its prompt, with the active adapter.
 
     ``L(y|x)`` when the prompt is the formatted instruction; ``L(y)`` when it is only
     the response header. Batches are length-sorted; results come back in input order.
+    ``max_response`` caps each response's scored tokens (see :func:`response_lengths`).
     """
     if len(prompts) != len(responses):
         raise ValueError("prompts and responses differ in length")
+    caps = list(max_response) if max_response is not None else [None] * len(prompts)
     encoded = [
-        encode_pair(tokenizer, p, r, max_length) for p, r in zip(prompts, responses, strict=True)
+        encode_pair(tokenizer, p, r, max_length, cap)
+        for p, r, cap in zip(prompts, responses, caps, strict=True)
     ]
     pad_id = tokenizer.pad_token_id  # type: ignore[attr-defined]
     device = next(model.parameters()).device
@@ -54,6 +58,16 @@ def response_nll(
             out[i] = (nll[j] / count[j].clamp(min=1)).item() if count[j] > 0 else float("nan")
     model.train(was_training)
     return out
+
+
+def response_lengths(
+    tokenizer: object, prompts: Sequence[str], responses: Sequence[str], max_length: int
+) -> list[int]:
+    """How many response tokens fit after each prompt within ``max_length``."""
+    return [
+        encode_pair(tokenizer, p, r, max_length).num_target_tokens
+        for p, r in zip(prompts, responses, strict=True)
+    ]
 
 
 def mean_loss(rt: Runtime, examples: Sequence[Example], max_length: int) -> float:

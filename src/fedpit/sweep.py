@@ -55,7 +55,7 @@ ARM_METHODS = ("fedpit", "fedpit-v1", "fedmit", "local-selfgen")
 """Methods an arm applies to unless ``sweep.arm-methods`` says otherwise: those that
 self-generate (the arms of a SynGen study)."""
 
-ARM_NAME = re.compile(r"[a-z0-9][a-z0-9_.]*")
+ARM_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]*")
 
 PENDING, RUNNING, DONE, FAILED = "pending", "running", "done", "failed"
 
@@ -158,7 +158,7 @@ def _arms(path: Path, table: dict[str, Any]) -> dict[str, dict[str, Any]]:
         if not ARM_NAME.fullmatch(name):
             raise ConfigError(
                 f"{path}: arm name {name!r} is invalid; allowed: lower-case letters, digits, "
-                "'_' and '.', starting with a letter or digit (it becomes part of a directory name)"
+                "'-', '_' and '.', starting with a letter or digit (it names directories)"
             )
         flat[name] = {}
 

@@ -50,7 +50,7 @@ def run_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     """A run directory: config, data, round and global adapters, synthetic rows."""
     tmp = tmp_path_factory.mktemp("attack-run")
     data = tmp / "data.jsonl"
-    data.write_text("".join(json.dumps(r) + "\n" for r in data_rows(28)))
+    data.write_text("".join(json.dumps(r) + "\n" for r in data_rows(44)))
     cfg = from_flat(
         {
             "method": "fedavg",
@@ -121,7 +121,7 @@ def test_fake_generation_scores_and_result_file(run_dir: Path, with_canaries: li
     result = attack.run_attack(run_dir, "global", generate=fake, reference_secrets=20)
     assert seen == [GenerationSpec(max_new_tokens=64)]  # greedy, no repetition penalty
     assert result["target"] == "global" and result["round"] == 1
-    assert (result["n_members"], result["n_non_members"]) == (16, 12)
+    assert (result["n_members"], result["n_non_members"]) == (16, 16)
     members = result["extraction"]["members"]
     assert members["rouge_l"] == 1.0 and members["exact_match"] == 1.0
     outputs = [e.output for c in split.clients for e in c if not is_canary(e)]

@@ -314,9 +314,10 @@ def test_the_paired_table_compares_each_method_with_fedavg_by_seed(tmp_path: Pat
     args = parser.parse_args(["report", str(grid), "--out", str(out), "--save-runs"])
     assert args.func(args) == 0
     md = (out / "report.md").read_text()
-    section = md[md.index("## Leakage relative to fedavg") :].split("\n## ")[0]
+    section = md[md.index("## Leakage relative to FedAvg") :].split("\n## ")[0]
     rows = [line.strip("|").split("|") for line in section.splitlines() if line.startswith("| ")]
-    cells = {r[0].strip(): [c.strip() for c in r[1:]] for r in rows[1:]}
+    cells = {r[0].strip(): [c.strip() for c in r[2:]] for r in rows[1:]}
+    assert {r[1].strip() for r in rows[1:]} == {"fedavg"}  # no damped control in this grid
     # FedMIT ties FedAvg at seed 1 in every resample; β=0 was attacked on other
     # examples and β=1 has no rows: both left out.
     assert cells == {
@@ -325,7 +326,7 @@ def test_the_paired_table_compares_each_method_with_fedavg_by_seed(tmp_path: Pat
     }
     assert cells["fedpit β=0.5"][1].startswith("-0.500 [")
     assert cells["fedpit β=0.5"][1] == cells["fedpit β=0.5"][2]  # equal base losses
-    assert "Leakage relative to fedavg" in (out / "report.html").read_text()
+    assert "Leakage relative to FedAvg" in (out / "report.html").read_text()
     # The archive keeps the numbers the table needs: rebuilt from it, the table is the same.
     again = tmp_path / "again"
     args = parser.parse_args(["report", str(out / "runs"), "--out", str(again)])

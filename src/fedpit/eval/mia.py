@@ -107,7 +107,7 @@ def mean_paired_auc_difference(
         mi, ni = indices[label]
         if mi.shape[1] != am.size or ni.shape[1] != an.size:
             raise ValueError("pairs labelled as the same examples differ in size")
-        diffs += _mw_auc(am[mi], an[ni]) - _mw_auc(bm[mi], bn[ni])
+        diffs += mw_auc(am[mi], an[ni]) - mw_auc(bm[mi], bn[ni])
     diffs /= len(pairs)
     tail = (1 - level) / 2 * 100
     low, high = np.percentile(diffs, [tail, 100 - tail])
@@ -115,7 +115,7 @@ def mean_paired_auc_difference(
     return mean, float(low), float(high)
 
 
-def _mw_auc(members: np.ndarray, non_members: np.ndarray) -> np.ndarray:
+def mw_auc(members: np.ndarray, non_members: np.ndarray) -> np.ndarray:
     """Mann–Whitney AUC of each row pair (rows: resamples), ties counting one half."""
     diff = members[:, :, None] - non_members[:, None, :]
     return (diff > 0).mean(axis=(1, 2)) + 0.5 * (diff == 0).mean(axis=(1, 2))

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from fedpit.config import to_flat
 from fedpit.eval import mia
-from fedpit.report import paired, plots
+from fedpit.report import matched, paired, plots
 from fedpit.report.collect import RunRecord, by_group, mean_std
 
 PREFERRED_TEST_SETS = ("heldout", "medinstruct")
@@ -220,6 +220,7 @@ class Page:
     note: str
     warnings: list[str]
     paired: list[list[str]]  # the paired leakage table's cells (see report.paired)
+    matched: list[list[str]]  # the matched-utility table's cells (see report.matched)
     prov: list[str]
     stamp: str
 
@@ -234,7 +235,8 @@ def render(runs: list[RunRecord], out: Path) -> tuple[Path, Path]:
         rows=table_rows(runs, cols),
         note=table_note(runs),
         warnings=mixed_rows(runs),
-        paired=paired.table(paired.paired_rows(runs)),
+        paired=paired.table(paired.paired_rows(runs) + paired.control_rows(runs)),
+        matched=matched.table(matched.matched_rows(runs)),
         prov=[provenance(r) for r in runs],
         stamp=time.strftime("%Y-%m-%d %H:%M"),
     )
@@ -266,7 +268,8 @@ def table_note(runs: list[RunRecord]) -> str:
 
 
 TITLE = "FedPIT report"
-PAIRED_TITLE = f"Leakage relative to {paired.REFERENCE} (paired by seed, same examples)"
+PAIRED_TITLE = "Leakage relative to FedAvg and the damped control (paired by seed, same examples)"
+MATCHED_TITLE = "Leakage at matched utility (paired by seed, same examples)"
 TABLE_NOTE = (
     "Final global model (test sets: utility; leakage: attacks on members vs non-members; "
     "loss gap: non-member minus member loss in nats/token; canary log-prob in nats, "
@@ -284,6 +287,13 @@ def _html(page: Page) -> str:
         '<html lang="en"><head><meta charset="utf-8">',
         f"<title>{TITLE}</title><style>{CSS}</style></head><body>",
         f"<h1>{TITLE}</h1><p>{len(page.prov)} runs, generated {e(page.stamp)}.</p>",
+    ]
+    if page.matched:
+        parts.append(f'<h2>{MATCHED_TITLE}</h2><div class="wide"><table><thead><tr>')
+        parts.append("".join(f"<th>{e(h)}</th>" for h in matched.HEADER) + "</tr></thead>")
+        parts += ["<tbody>", *(_html_row(row) for row in page.matched), "</tbody></table></div>"]
+        parts.append(f"<p><small>{e(matched.NOTE)}</small></p>")
+    parts += [
         "<h2>Results (Table 2 layout)</h2>",
         '<div class="wide"><table><thead><tr><th rowspan=2>method</th><th rowspan=2>runs</th>',
     ]
@@ -330,6 +340,11 @@ def _markdown(page: Page) -> str:
         "",
         f"{len(page.prov)} runs, generated {page.stamp}.",
         "",
+    ]
+    if page.matched:
+        md += [f"## {MATCHED_TITLE}", "", *_md_table(matched.HEADER, page.matched), ""]
+        md += [matched.NOTE, ""]
+    md += [
         "## Results (Table 2 layout)",
         "",
         *_md_table(header, page.rows),

@@ -65,7 +65,10 @@ def sample_instruction_prompt(
 
 
 def instruction_spec(
-    max_new_tokens: int = 32, do_sample: bool = False, temperature: float = 1.0
+    max_new_tokens: int = 32,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
 ) -> GenerationSpec:
     """Decoding for the instruction phase: one line, no repetition penalty."""
     return GenerationSpec(
@@ -73,6 +76,7 @@ def instruction_spec(
         stop=("\n",),
         do_sample=do_sample,
         temperature=temperature,
+        top_p=top_p,
     )
 
 

@@ -40,6 +40,7 @@ from fedpit.synth.responses import response_prompt, response_spec, trim_to_sente
 from fedpit.synth.spans import SpanGuard
 
 SYNTHETIC_META = {"synthetic": "true"}
+SELECTIONS = ("ifs", "random")
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,17 @@ class SynthSettings:
             to its last full sentence (False: count it as a format failure and retry).
         do_sample: Sample instead of greedy decoding (both phases).
         temperature: Sampling temperature (with ``do_sample`` only).
+        top_p: Nucleus sampling threshold (with ``do_sample`` only; 1.0 = off).
+        selection: How the M kept candidates are chosen: ``ifs`` (the paper's lowest
+            IFS under the fresh local model) or ``random`` (a control of IFS).
+        ifs_same_tokens: Score L(y) on exactly the response tokens that L(y|x) scores
+            (a response cut by ``model.max-length`` after its prompt is cut alike for
+            L(y)); False scores L(y) on the whole response, which biases the ranking
+            against long candidates.
+        distill_top_k: 0 trains W_s on the sampled tokens; k > 0 trains it on the
+            teacher's top-k token distributions over each kept response
+            (soft-label context distillation; the teacher is the global model with the
+            demonstrations the response was generated with in context).
     """
 
     attempts: int = 12
@@ -90,6 +102,10 @@ class SynthSettings:
     trim_unfinished: bool = True
     do_sample: bool = False
     temperature: float = 0.7
+    top_p: float = 1.0
+    selection: str = "ifs"
+    ifs_same_tokens: bool = True
+    distill_top_k: int = 0
 
     def __post_init__(self) -> None:
         checks = [
@@ -115,6 +131,9 @@ class SynthSettings:
                 "[0, 1]",
             ),
             ("temperature", self.temperature > 0, "> 0"),
+            ("top-p", 0 < self.top_p <= 1, "(0, 1]"),
+            ("selection", self.selection in SELECTIONS, ", ".join(SELECTIONS)),
+            ("distill-top-k", self.distill_top_k >= 0, "an integer ≥ 0 (0 = hard labels)"),
         ]
         for key, ok, allowed in checks:
             if not ok:
@@ -134,6 +153,8 @@ class SynthResult:
         response_failures: Failed response generations by finer reason, retries
             included (a diagnostic: one instruction may fail several times).
         generate_calls: Batched ``generate`` calls per phase.
+        prompts: The response prompt each kept candidate was generated from, by id
+            (its demonstrations are private: the teacher of context distillation).
     """
 
     examples: list[Example]
@@ -145,6 +166,7 @@ class SynthResult:
     generate_calls: dict[str, int] = field(
         default_factory=lambda: {"instruction": 0, "response": 0}
     )
+    prompts: dict[str, str] = field(default_factory=dict)
 
 
 def _generate(
@@ -174,7 +196,7 @@ def _instructions(
         for _ in range(settings.attempts)
     ]
     spec = instruction_spec(
-        settings.max_instruction_tokens, settings.do_sample, settings.temperature
+        settings.max_instruction_tokens, settings.do_sample, settings.temperature, settings.top_p
     )
     outputs = _generate(generate, [p for p, _ in sampled], spec, "instruction", result)
     novelty = make_novelty(
@@ -206,17 +228,18 @@ def _responses(
     settings: SynthSettings,
     rng: random.Random,
     result: SynthResult,
-) -> dict[int, str]:
-    """Phase 2: attempt index → valid response; retries re-sample the demonstrations."""
+) -> dict[int, tuple[str, str]]:
+    """Phase 2: attempt index → (valid response, its prompt); retries re-sample demos."""
     spec = response_spec(
         fmt,
         settings.max_response_tokens,
         settings.repetition_penalty,
         settings.do_sample,
         settings.temperature,
+        settings.top_p,
     )
     num_demos = min(settings.response_demos, len(private))
-    answers: dict[int, str] = {}
+    answers: dict[int, tuple[str, str]] = {}
     pending = sorted(instructions)
     for _ in range(settings.format_retries):
         if not pending:
@@ -232,7 +255,7 @@ def _responses(
         ]
         outputs = _generate(generate, prompts, spec, "response", result)
         failed = []
-        for i, out in zip(pending, outputs, strict=True):
+        for i, prompt, out in zip(pending, prompts, outputs, strict=True):
             if settings.trim_unfinished and not out.finished:
                 trimmed = trim_to_sentence(out.text)
                 if trimmed:
@@ -244,7 +267,7 @@ def _responses(
                 settings.min_distinct_trigram_ratio,
             )
             if reason is None:
-                answers[i] = out.text.strip()
+                answers[i] = (out.text.strip(), prompt)
             else:
                 result.response_failures[reason] += 1
                 failed.append(i)
@@ -283,7 +306,7 @@ def generate_synthetic(
             id=f"syn-{i}",
             instruction=instructions[i],
             input="",
-            output=answers[i],
+            output=answers[i][0],
             meta=dict(SYNTHETIC_META),
         )
         reason = copy_reason(candidate, private, settings.copy_threshold)
@@ -291,6 +314,7 @@ def generate_synthetic(
             reason = guard.reason(candidate)
         if reason is None:
             result.examples.append(candidate)
+            result.prompts[candidate.id] = answers[i][1]
         else:
             result.rejected[reason] += 1
     return result

@@ -78,6 +78,7 @@ def response_spec(
     repetition_penalty: float = 1.2,
     do_sample: bool = False,
     temperature: float = 1.0,
+    top_p: float = 1.0,
 ) -> GenerationSpec:
     """Decoding for the response phase; Alpaca also stops at the next "###"."""
     return GenerationSpec(
@@ -86,4 +87,5 @@ def response_spec(
         repetition_penalty=repetition_penalty,
         do_sample=do_sample,
         temperature=temperature,
+        top_p=top_p,
     )
