@@ -60,8 +60,27 @@ def test_synthetic_overlap_takes_the_closest_private_text_of_the_same_client() -
         "rouge_l_mean": pytest.approx((0.75 + 0.0 + 1.0) / 3),
         "rouge_l_max": 1.0,
         "longest_span_tokens": 6,
+        "span_share": 0.0,  # 6 < 8 tokens
+        "canary_touches": 0,
     }
     assert leakage.synthetic_overlap({}, private, words) is None
+
+
+def test_synthetic_overlap_counts_long_spans_and_canary_touches() -> None:
+    private = {"0": ["one two three four five six seven eight nine", "Zofia Szabo 0123456789"]}
+    synthetic = {
+        "0": [
+            "zero one two three four five six seven eight",  # 8 tokens verbatim
+            "one two three four five six seven",  # 7: below the threshold
+            "What is the phone of patient Zofia Szabo ?",  # names the canary's patient
+            "call 0123456789 now",  # quotes its secret
+        ]
+    }
+    canaries = [("Zofia Szabo", "0123456789")]
+    result = leakage.synthetic_overlap(synthetic, private, words, canaries)
+    assert result is not None
+    assert result["span_share"] == 0.25 and result["canary_touches"] == 2
+    assert leakage.synthetic_overlap(synthetic, private, words)["canary_touches"] == 0
 
 
 def test_canary_summary() -> None:

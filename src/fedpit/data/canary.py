@@ -16,6 +16,8 @@ from fedpit.errors import DataError
 
 CANARY_KEY = "canary"
 """``Example.meta`` key holding a canary's secret; only canaries have it."""
+NAME_KEY = "canary-patient"
+"""``Example.meta`` key holding the made-up patient a canary is about."""
 SEED_KEY = "canary-seed"
 """``Example.meta`` key holding the seed that fixed a canary's format."""
 SECRET_DIGITS = 10
@@ -82,7 +84,7 @@ def make_canaries(n: int, seed: int) -> list[Example]:
                 instruction=f"What is the contact number for patient {name}?",
                 input="",
                 output=template.format(secret=secret),
-                meta={CANARY_KEY: secret, SEED_KEY: str(seed)},
+                meta={CANARY_KEY: secret, SEED_KEY: str(seed), NAME_KEY: name},
             )
         )
     return canaries

@@ -28,7 +28,7 @@ from typing import Any
 
 from fedpit.batching import encode_pair
 from fedpit.config import RunConfig
-from fedpit.data.canary import CANARY_KEY, SEED_KEY, canary_format, is_canary
+from fedpit.data.canary import CANARY_KEY, NAME_KEY, SEED_KEY, canary_format, is_canary
 from fedpit.data.example import Example
 from fedpit.eval import mia
 from fedpit.eval import targets as targets_lib
@@ -186,10 +186,12 @@ def prepare(
     def tokenize(text: str) -> list[int]:
         return rt.tokenizer(text, add_special_tokens=False)["input_ids"]
 
+    planted = [e for c in client_ids for e in split.clients[int(c)] if is_canary(e)]
     overlap = synthetic_overlap(
         _read_synthetic(rd, client_ids),
         {c: [text_of(e) for e in split.clients[int(c)]] for c in client_ids},
         tokenize,
+        [(e.meta.get(NAME_KEY, e.instruction), e.meta[CANARY_KEY]) for e in planted],
     )
     return AttackInputs(
         run_dir=rd.root,

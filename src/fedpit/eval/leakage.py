@@ -70,31 +70,49 @@ def summarise_extraction(rows: Sequence[dict[str, Any]]) -> dict[str, float] | N
     }
 
 
+SPAN_TOKENS = 8
+"""A synthetic text sharing this many consecutive tokens with a private one counts as
+touching private text (the default verbatim-span guard blocks 8 words)."""
+
+
+def touches_canary(text: str, canaries: Sequence[tuple[str, str]]) -> bool:
+    """Whether ``text`` names a canary's patient or quotes its secret."""
+    return any(name in text or secret in text for name, secret in canaries)
+
+
 def synthetic_overlap(
     synthetic: Mapping[str, Sequence[str]],
     private: Mapping[str, Sequence[str]],
     tokenize: Tokenize,
+    canaries: Sequence[tuple[str, str]] = (),
 ) -> dict[str, float] | None:
     """How close each client's synthetic texts come to that client's private texts.
 
     For every synthetic text: ROUGE-L against its closest private text, and the longest
-    token span it copies verbatim from any one of them. ``None`` when there is none.
+    token span it copies verbatim from any one of them; how many share at least
+    :data:`SPAN_TOKENS` consecutive tokens with one, and how many name a planted canary's
+    patient or quote its secret (``canaries``: (patient name, secret) pairs). ``None``
+    when there is no synthetic text.
     """
     scores: list[float] = []
-    span = 0
+    spans: list[int] = []
+    touching = 0
     for client, texts in synthetic.items():
         refs = private.get(client, [])
         ref_tokens = [tokenize(r) for r in refs]
         for text in texts:
             scores.append(max((rouge_l(text, r) for r in refs), default=0.0))
-            span = max(span, longest_shared_span(tokenize(text), ref_tokens))
+            spans.append(longest_shared_span(tokenize(text), ref_tokens))
+            touching += touches_canary(text, canaries)
     if not scores:
         return None
     return {
         "n": len(scores),
         "rouge_l_mean": statistics.fmean(scores),
         "rouge_l_max": max(scores),
-        "longest_span_tokens": span,
+        "longest_span_tokens": max(spans),
+        "span_share": sum(s >= SPAN_TOKENS for s in spans) / len(spans),
+        "canary_touches": touching,
     }
 
 
