@@ -100,3 +100,23 @@ def test_the_report_leads_with_the_matched_table_and_pairs_the_control(
     md = md_path.read_text()
     assert md.index("## Leakage at matched utility") < md.index("## Results (Table 2 layout)")
     assert "| fedpit β=0.5 | fedavg-damped β=0.5 | 0 | +0.400" in md
+
+
+def test_compare_leakage_prints_the_difference_at_matched_utility(tmp_path: Path, runs, capsys):
+    import argparse
+
+    from fedpit.eval.compare import add_commands
+
+    parser = argparse.ArgumentParser()
+    add_commands(parser.add_subparsers())
+    a, b = tmp_path / "fedavg-damped-b0.5-s0", tmp_path / "fedpit-b0.5-s0"
+    args = parser.parse_args(["compare-leakage", str(a), str(b), "--resamples", "100"])
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    assert "At matched utility: B's final model against A's per-round curve" in out
+    assert "test loss           B−A +0.400" in out
+    assert "MIA AUC             B−A(at B's loss) -0.250" in out
+    # The other way round, A's curve never gets as useful as B's final model.
+    args = parser.parse_args(["compare-leakage", str(b), str(a), "--resamples", "100"])
+    assert args.func(args) == 0
+    assert "not reached" in capsys.readouterr().out

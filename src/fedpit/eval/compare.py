@@ -190,6 +190,81 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     cmd.set_defaults(func=cmd_compare)
 
 
+def load_curve(run_dir: Path, calibrated: bool) -> Any:
+    """A finished federated run's per-round :class:`~fedpit.eval.frontier.Curve`, or None.
+
+    Round 0 is the base model. Needs the per-example test losses of every round in
+    ``metrics.jsonl`` and the attack rows of the base model and of every round
+    (``fedpit attack --all-rounds``); None when any is missing or the rounds were
+    attacked on different examples.
+    """
+    import numpy as np
+
+    from fedpit.eval.frontier import Curve
+    from fedpit.rundir import RunDir, read_jsonl
+
+    rd = RunDir(Path(run_dir))
+    if not rd.summary.is_file() or not rd.metrics.is_file():
+        return None
+    summary = json.loads(rd.summary.read_text())
+    final = int(summary.get("rounds", 0))
+    metrics = {int(row["round"]): row for row in read_jsonl(rd.metrics)}
+    rounds = range(final + 1)
+    if not final or any("test_losses" not in metrics.get(r, {}) for r in rounds):
+        return None
+
+    def target(r: int) -> str:
+        if r == 0:
+            return "base"
+        last = r == final and not rows_path(rd.root, f"round:{r}").is_file()
+        return "global" if last else f"round:{r}"
+
+    try:
+        rows = [load_rows(rd.root, target(r)) for r in rounds]
+        members, non_members = example_keys(rows[0], rows[0])
+        for other in rows[1:]:
+            example_keys(rows[0], other)
+    except DataError:
+        return None
+    return Curve(
+        np.array([metrics[r]["test_losses"] for r in rounds], dtype=float),
+        np.array([scores(x, members, calibrated) for x in rows]),
+        np.array([scores(x, non_members, calibrated) for x in rows]),
+    )
+
+
+def print_matched(runs: list[Path], resamples: int, seed: int) -> None:
+    """B against A at matched utility, when both runs have per-round curves."""
+    from fedpit.eval.frontier import matched_difference
+
+    def fmt(value: tuple[float, float, float] | None) -> str:
+        if value is None:
+            return "not reached (A's curve never has B's test loss)"
+        return f"{value[0]:+.3f}  95% interval [{value[1]:+.3f}, {value[2]:+.3f}]"
+
+    results = {}
+    for calibrated in (False, True):
+        pairs = [
+            (load_curve(a, calibrated), load_curve(b, calibrated))
+            for a, b in zip(runs[::2], runs[1::2], strict=True)
+        ]
+        if any(a is None or b is None for a, b in pairs):
+            print(
+                "\nMatched utility: needs per-example test losses and `fedpit attack --all-rounds`"
+            )
+            return
+        try:
+            results[calibrated] = matched_difference(pairs, resamples=resamples, seed=seed)
+        except ValueError as err:
+            print(f"\nMatched utility: {err}")
+            return
+    over = "" if len(runs) == 2 else f" (mean over the {len(runs) // 2} pairs)"
+    print(f"\nAt matched utility{over}: B's final model against A's per-round curve")
+    print(f"{'test loss':<19} B−A {fmt(results[False].test_loss)}")
+    print(f"{'MIA AUC':<19} B−A(at B's loss) {fmt(results[False].leakage)}")
+    print(f"{'MIA AUC calibrated':<19} B−A(at B's loss) {fmt(results[True].leakage)}")
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     """Print each pair's comparison, then the mean over the pairs if there are several."""
     if args.resamples < 100:
@@ -214,6 +289,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
             r = mean[name]
             lo, hi = r["interval"]
             print(f"{label:<19} A−B {r['difference']:+.3f}  95% interval [{lo:+.3f}, {hi:+.3f}]")
+    if args.target == "global":
+        print_matched(args.runs, args.resamples, args.seed)
     return 0
 
 

@@ -21,11 +21,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fedpit.errors import DataError
-from fedpit.eval.compare import Rows, example_keys, load_rows, scores
+from fedpit.eval.compare import load_curve
 from fedpit.eval.frontier import Curve, leakage_at, matched_difference
 from fedpit.report.collect import RunRecord, by_group
-from fedpit.rundir import RunDir, read_jsonl
 
 Interval = tuple[float, float, float]
 
@@ -52,39 +50,12 @@ class MatchedRow:
     canary: float | None  # canary log-prob difference at matched utility (nan: no canaries)
 
 
-def _target(run: RunRecord, r: int) -> str:
-    """The attack target of round ``r``: the base model, ``round:r``, or the final model."""
-    if r == 0:
-        return "base"
-    if r == run.final_round and not (run.path / "attack" / f"round-{r}.json").is_file():
-        return "global"
-    return f"round:{r}"
-
-
 def run_curves(run: RunRecord) -> RunCurves | None:
     """The per-round curves of a finished federated run, or None if something is missing."""
-    if not run.finished or not run.rounds:
+    raw, calibrated = load_curve(run.path, False), load_curve(run.path, True)
+    if raw is None or calibrated is None:
         return None
-    metrics = {int(row["round"]): row for row in read_jsonl(RunDir(run.path).metrics)}
-    rounds = list(range(run.final_round + 1))
-    if any("test_losses" not in metrics.get(r, {}) for r in rounds):
-        return None
-    try:
-        rows: list[Rows] = [load_rows(run.path, _target(run, r)) for r in rounds]
-        members, non_members = example_keys(rows[0], rows[0])
-        for other in rows[1:]:
-            example_keys(rows[0], other)
-    except DataError:
-        return None
-    test = np.array([metrics[r]["test_losses"] for r in rounds], dtype=float)
-
-    def curve(calibrated: bool) -> Curve:
-        return Curve(
-            test,
-            np.array([scores(x, members, calibrated) for x in rows]),
-            np.array([scores(x, non_members, calibrated) for x in rows]),
-        )
-
+    rounds = range(raw.test_losses.shape[0])
     by_round = {a.round: a for a in run.attacks if a.round is not None}
     base = next((a for a in run.attacks if a.target == "base"), None)
     canary = [
@@ -93,7 +64,7 @@ def run_curves(run: RunRecord) -> RunCurves | None:
         else (by_round[r].canary_logprob if r in by_round else None)
         for r in rounds
     ]
-    return RunCurves(curve(False), curve(True), canary)
+    return RunCurves(raw, calibrated, canary)
 
 
 def _references(run: RunRecord) -> list[str]:
