@@ -169,8 +169,8 @@ CONFIG_CASES = [
     (["seed=-1"], "seed = -1 is invalid; allowed: an integer ≥ 0"),
     (
         ["method=fedsgd"],
-        "method = 'fedsgd' is invalid; allowed: fedpit, fedpit-v1, fedavg, fedprox, fedadam, "
-        "fedmit, local, local-selfgen, centralized",
+        "method = 'fedsgd' is invalid; allowed: fedpit, fedpit-v1, fedavg, fedavg-damped, fedprox, "
+        "fedadam, fedmit, local, local-selfgen, centralized",
     ),
     (["model.template=llama"], "model.template = 'llama' is invalid; allowed: auto, alpaca, chat"),
     (
