@@ -16,7 +16,7 @@ from fedpit.report.plots import frontier_points, leakage_by_round, utility_metri
 from fedpit.report.render import mixed_rows, render
 from tests.report import write_grid, write_run
 
-PLOTS = ("test_loss.png", "leakage.png", "frontier.png", "synthetic.png")
+PLOTS = ("frontier_rounds.png", "test_loss.png", "leakage.png", "frontier.png", "synthetic.png")
 
 
 @pytest.fixture(scope="module")
@@ -333,3 +333,15 @@ def test_the_paired_table_compares_each_method_with_fedavg_by_seed(tmp_path: Pat
     assert args.func(args) == 0
     rebuilt = (again / "report.md").read_text()
     assert rebuilt[rebuilt.index("## Leakage relative") :].split("\n## ")[0] == section
+
+
+def test_round_frontier_pairs_each_rounds_test_loss_with_its_auc(tmp_path: Path) -> None:
+    from fedpit.report.plots import round_frontier
+
+    run = load_run(write_run(tmp_path / "fedavg-s0", "fedavg", None, 0))
+    # Test loss 2.0 − 0.1 per round; AUC 0.5 (base), (0.5 + 0.9) / 2, 0.9 (final).
+    assert round_frontier(run) == [
+        (0, pytest.approx(2.0), pytest.approx(0.5)),
+        (1, pytest.approx(1.9), pytest.approx(0.7)),
+        (2, pytest.approx(1.8), pytest.approx(0.9)),
+    ]

@@ -106,6 +106,46 @@ def leakage_by_round(run: RunRecord, field: str) -> dict[int, float]:
     return {r: v for r, v in found.items() if v is not None}
 
 
+def round_frontier(run: RunRecord) -> list[tuple[int, float, float]]:
+    """(round, test loss, MIA AUC) of the global model at every round both were measured."""
+    losses = {m.round: m.test_loss for m in run.rounds if m.test_loss is not None}
+    aucs = leakage_by_round(run, "mia_auc")
+    return [(r, losses[r], aucs[r]) for r in sorted(losses) if r in aucs]
+
+
+def plot_round_frontier(runs: list[RunRecord], path: Path) -> Path | None:
+    """Privacy–utility frontier over rounds: one curve per row, base model to final model.
+
+    Stopping a method after any round (or between rounds) gives a point on its curve, so
+    a curve that lies left of another is the better trade at every utility.
+    """
+    colors = group_colors(runs)
+    fig, axes = _figure(height=5.5)
+    ax = axes[0][0]
+    drew = False
+    for i, (group, members) in enumerate(by_group(runs).items()):
+        curves = [c for c in (round_frontier(r) for r in members) if c]
+        if not curves:
+            continue
+        rounds = sorted(set.intersection(*({r for r, _, _ in c} for c in curves)))
+        xs = [mean_std([a for c in curves for r, _, a in c if r == k])[0] for k in rounds]
+        ys = [mean_std([u for c in curves for r, u, _ in c if r == k])[0] for k in rounds]
+        ax.plot(xs, ys, marker=MARKERS[i % len(MARKERS)], color=colors[group], label=group)
+        ax.annotate(
+            f"{rounds[-1]}", (xs[-1], ys[-1]), textcoords="offset points", xytext=(5, 3), fontsize=7
+        )
+        drew = True
+    if not drew:
+        return None
+    ax.axvline(0.5, color="black", ls=":", lw=0.8)
+    ax.set_xlabel("leakage: MIA AUC of the global model (0.5 = chance)")
+    ax.set_ylabel("held-out test loss (lower is better)")
+    ax.set_title("Privacy–utility frontier over rounds (better: left and down)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
 def plot_leakage(runs: list[RunRecord], path: Path) -> Path | None:
     """MIA AUC (and canary log-probability, if measured) of the global model per round."""
     colors = group_colors(runs)

@@ -176,6 +176,15 @@ def make_figures(runs: list[RunRecord], out: Path) -> list[Figure]:
     label, _ = plots.utility_metric(runs, test_sets(runs))
     specs = [
         (
+            "Privacy–utility frontier over rounds",
+            "Each curve runs from the base model (round 0) to the final model of one row, one "
+            "point per round (mean over seeds): x = MIA AUC, y = held-out test loss. A method "
+            "stopped early is a point on its curve; a curve to the left is less leaky at the "
+            "same utility (see the matched-utility table for paired numbers).",
+            lambda p: plots.plot_round_frontier(runs, p),
+            "frontier_rounds.png",
+        ),
+        (
             "Utility per round",
             "Held-out test loss of the global model per round; mean ± std over seeds.",
             lambda p: plots.plot_test_loss(runs, p),
