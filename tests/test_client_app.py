@@ -41,7 +41,14 @@ def node(tiny_model_dir, tmp_path):
     context = Context(
         run_id=4242,
         node_id=7,
-        node_config={"data-path": str(data), "state-dir": str(tmp_path / "state")},
+        node_config={
+            "data-path": str(data),
+            "state-dir": str(tmp_path / "state"),
+            # The operator allows the FedAvg baseline explicitly (the default refuses it).
+            "policy-methods": "fedavg",
+            "policy-max-beta": 1.0,
+            "policy-federated-eval": "true",
+        },
         state=RecordDict(),
         run_config={},
     )

@@ -1,5 +1,6 @@
 """Flower Deployment Engine: TLS material, SuperNode keys, and a loopback federation."""
 
+import dataclasses
 import json
 import ssl
 import stat
@@ -33,6 +34,7 @@ from fedpit.deploy import (
     write_examples,
 )
 from fedpit.deploy.processes import _alive
+from fedpit.policy import policy_for, write_policy
 from fedpit.rundir import read_jsonl
 from tests.helpers import examples
 
@@ -156,7 +158,8 @@ def write_corpus(path: Path) -> Path:
 def test_loopback_federation_refuses_unregistered_nodes_and_completes_a_round(
     tiny_model_dir, tmp_path
 ):
-    """One SuperLink (TLS + node auth), 2 registered SuperNodes, 2 refused ones, 1 round."""
+    """One SuperLink (TLS + node auth), 2 registered SuperNodes, 2 refused ones, 1 round;
+    then a run the nodes' own policy forbids, refused with nothing sent."""
     run_dir = tmp_path / "server"
     cfg = from_flat(
         {
@@ -176,7 +179,13 @@ def test_loopback_federation_refuses_unregistered_nodes_and_completes_a_round(
             "run-dir": str(run_dir),
         }
     )
-    nodes = split_to_nodes(cfg, tmp_path / "nodes")
+    # Each node's operator allows the FedAvg baseline (the default policy refuses it).
+    nodes = [
+        dataclasses.replace(
+            n, policy_path=write_policy(tmp_path / f"policy-{n.client_id}.toml", policy_for(cfg))
+        )
+        for n in split_to_nodes(cfg, tmp_path / "nodes")
+    ]
     tls = make_test_certificates(tmp_path / "tls")
     fed = LocalFederation(tmp_path / "work", app_dir=ROOT, echo=None)
     spawned: list[int] = []
@@ -213,6 +222,18 @@ def test_loopback_federation_refuses_unregistered_nodes_and_completes_a_round(
         # The authorised federation completes a round with both nodes.
         result = fed.submit(run_config_for(cfg), stream=None, timeout=1500)
         assert result.ok, (result, (fed.logs / "flwr-run.log").read_text()[-3000:])
+        # The coordinator now asks for FedMIT (its upload mixes W_l with nothing): each
+        # node refuses before any work, so the run fails and no node sends or keeps a thing.
+        before = {n.client_id: sorted(n.state_dir.rglob("*")) for n in nodes}
+        forbidden = dataclasses.replace(cfg, method="fedmit", run_dir=str(tmp_path / "server2"))
+        refused = fed.submit(run_config_for(forbidden), stream=None, timeout=1500)
+        assert not refused.ok
+        assert {n.client_id: sorted(n.state_dir.rglob("*")) for n in nodes} == before
+        failures = read_jsonl(tmp_path / "server2" / "failures.jsonl")
+        assert len(failures) == 2 and all(f["kind"] == "error" for f in failures)
+        refusal = "node policy refuses the round: the server asks for method = 'fedmit'"
+        assert all(refusal in f["reason"] for f in failures)
+        assert not (tmp_path / "server2" / "global").exists()
         spawned = [d for p in fed.processes for d in descendants(p.proc.pid)]
         spawned += [p.proc.pid for p in fed.processes]
     finally:
@@ -233,9 +254,11 @@ def test_loopback_federation_refuses_unregistered_nodes_and_completes_a_round(
     # Private data and adapters stay on the nodes: each node's state dir holds its own
     # record; the server's run dir holds no client directory and no private text.
     for node in nodes:
-        assert (node.state_dir / "metrics.jsonl").exists()
-        assert (node.state_dir / "audit.jsonl").exists()
-        assert (node.state_dir / "adapters" / "upload").is_dir()
+        [own] = list((node.state_dir / "runs").iterdir())  # this run's private state only
+        assert (own / "metrics.jsonl").exists()
+        assert (own / "adapters" / "upload").is_dir()
+        audit = read_jsonl(node.state_dir / "audit.jsonl")  # one log per node
+        assert len(audit) == 1 and audit[0]["policy"]["values"]["methods"] == ["fedavg"]
     server_files = [p for p in run_dir.rglob("*") if p.is_file()]
     assert not (run_dir / "clients").exists()
     assert all(p.relative_to(run_dir).parts[0] != "clients" for p in server_files)

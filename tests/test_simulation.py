@@ -10,6 +10,7 @@ from fedpit.cli import main
 from fedpit.model import load_model
 from fedpit.rundir import read_jsonl
 from tests.helpers import examples
+from tests.test_policy import strict
 
 
 def write_data(tmp_path):
@@ -84,6 +85,16 @@ def test_fedpit_two_clients_two_rounds_under_flower(tiny_model_dir, tmp_path, ca
     )
     b = [p for n, p in model.named_parameters() if "lora_B" in n]
     assert b and any(torch.count_nonzero(p) > 0 for p in b)  # the global adapter was trained
+    # Every JSON file the run wrote is strict JSON (null, never NaN or Infinity).
+    written = [*run_dir.rglob("*.json"), *run_dir.rglob("*.jsonl")]
+    assert any(p.name == "metrics.jsonl" for p in written)
+    for path in written:
+        text = path.read_text()
+        docs = text.splitlines() if path.suffix == ".jsonl" else [text]
+        for doc in filter(str.strip, docs):
+            json.loads(doc, parse_constant=strict)
+    # A degenerate round (no candidate kept) shows in the server's metrics.
+    assert all("synth-empty" in r["clients"] for r in rows[1:])
 
 
 def test_fedadam_runs_under_flower_and_moves_the_global_adapter(tiny_model_dir, tmp_path):

@@ -9,7 +9,6 @@ data: the log holds what the server received anyway, plus hashes.
 
 from __future__ import annotations
 
-import json
 import os
 from collections import Counter
 from collections.abc import Mapping
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from fedpit import jsonio
 from fedpit.fingerprint import tensors_sha256
 from fedpit.privacy import NUM_EXAMPLES
 
@@ -32,6 +32,7 @@ def upload_record(
     method: str,
     base_fingerprint: str,
     run_id: int | None = None,
+    policy: Mapping[str, object] | None = None,
     now: datetime | None = None,
 ) -> dict[str, object]:
     """The audit line for one upload.
@@ -43,6 +44,7 @@ def upload_record(
         method: The run's method.
         base_fingerprint: The combined base-model digest the node checked.
         run_id: Flower's run id, when known.
+        policy: The node policy in force (its sha256, source and values), if any.
         now: The time to record (default: now, UTC).
 
     Returns:
@@ -64,6 +66,7 @@ def upload_record(
         "num_examples": counters.get(NUM_EXAMPLES),
         "counters": dict(sorted(counters.items())),
         "base_fingerprint": base_fingerprint,
+        "policy": dict(policy) if policy is not None else None,
     }
 
 
@@ -75,7 +78,7 @@ def append_audit(state_dir: Path, record: Mapping[str, object]) -> Path:
     """
     state_dir.mkdir(parents=True, exist_ok=True)
     path = state_dir / AUDIT_FILE
-    line = json.dumps(record) + "\n"
+    line = jsonio.dumps(record) + "\n"
     with path.open("a", encoding="utf-8") as fh:
         fh.write(line)
         fh.flush()

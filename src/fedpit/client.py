@@ -8,7 +8,6 @@ directory, never returned for upload.
 
 from __future__ import annotations
 
-import json
 import random
 import time
 from collections.abc import Iterator, Sequence
@@ -20,6 +19,7 @@ from typing import cast
 import torch
 from safetensors.torch import load_file
 
+from fedpit import jsonio
 from fedpit.adapters import (
     LOCAL,
     PUBLIC,
@@ -34,6 +34,7 @@ from fedpit.config import RunConfig
 from fedpit.data.example import Example
 from fedpit.distill import teacher_targets
 from fedpit.dp import clip_update
+from fedpit.errors import FedPITError
 from fedpit.generator import make_generate_fn
 from fedpit.privacy import upload_metrics
 from fedpit.runtime import Runtime, release_memory
@@ -335,6 +336,8 @@ def run_client_round(
         if cfg.uses_synthetic:
             with r.phase("synth"):
                 synth = synthesize(rt, cfg, info, private, PUBLIC)  # generator = W_g
+            if not synth.examples:
+                _degenerate(cfg, info)
         upload = CLIENT_ROUNDS[cfg.method](r, synth, state_dir)  # type: ignore[arg-type]
     if cfg.dp.mode == "client-fixed":  # clipped before it is kept, audited or sent
         upload = clip_update(upload, global_state, cfg.dp.clip_norm)
@@ -343,11 +346,15 @@ def run_client_round(
         save_adapter(r.state(LOCAL), cfg.lora, rt.base_name, adapters / LOCAL)
     # The client's own copy of what it sent (an attack target: what the server sees).
     save_adapter(upload, cfg.lora, rt.base_name, adapters / UPLOAD)
+    # Under DP every counter that depends on the private data is withheld (sent as 0):
+    # n_k (unweighted mean), the phase timings (they count training steps, ⌈n_k / batch⌉)
+    # and the SynGen counts (they depend on the demonstrations).
+    dp = cfg.dp.enabled
     counters = upload_metrics(
-        num_examples=1 if cfg.dp.enabled else len(private),  # DP: unweighted mean, n_k stays
-        synth=synth,
-        selected=len(r.selected),
-        timings=r.seconds,
+        num_examples=1 if dp else len(private),
+        synth=None if dp else synth,
+        selected=0 if dp else len(r.selected),
+        timings={} if dp else r.seconds,
         upload=upload,
     )
     r.log["counters"] = counters
@@ -355,6 +362,32 @@ def run_client_round(
     return ClientUpdate(
         state=upload, num_examples=len(private), counters=counters, private_log=r.log
     )
+
+
+class SkippedRound(FedPITError):
+    """The client sends no update this round (``synth.on-empty = skip``)."""
+
+
+def _degenerate(cfg: RunConfig, info: RoundInfo) -> None:
+    """A round in which SynGen kept no candidate: say so, and skip it if configured."""
+    upload = {
+        "fedpit": "β·W_l + (1−β)·W_g (W_s stays W_g)",
+        "fedpit-v1": "W_g unchanged",
+        "fedmit": "W_l trained on the private data alone",
+        "local-selfgen": "W_l trained on the private data alone",
+    }[cfg.method]
+    skip = cfg.synth.on_empty == "skip" and cfg.method in ("fedpit", "fedpit-v1")
+    then = "skipping the round (synth.on-empty = skip)" if skip else f"the update is {upload}"
+    print(
+        f"WARNING: client {info.client_id} round {info.server_round}: SynGen kept no "
+        f"synthetic candidate; {then}",
+        flush=True,
+    )
+    if skip:
+        raise SkippedRound(
+            f"client {info.client_id} round {info.server_round}: SynGen kept no synthetic "
+            "candidate and synth.on-empty = skip: no update sent"
+        )
 
 
 def _write_private_log(state_dir: Path, info: RoundInfo, log: dict[str, object]) -> None:
@@ -365,6 +398,6 @@ def _write_private_log(state_dir: Path, info: RoundInfo, log: dict[str, object])
         path = state_dir / "synthetic" / f"round-{info.server_round:03d}.jsonl"
         path.parent.mkdir(parents=True, exist_ok=True)
         rows = cast("list[dict[str, object]]", synthetic)  # as _Round.select logs them
-        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        path.write_text("".join(jsonio.dumps(r) + "\n" for r in rows))
     with (state_dir / "metrics.jsonl").open("a") as fh:
-        fh.write(json.dumps(log) + "\n")
+        fh.write(jsonio.dumps(log) + "\n")

@@ -4,8 +4,11 @@ In simulation a node is identified by ``partition-id`` and keeps its private rec
 ``RUN_DIR/clients/<id>``; in deployment the node config names its own ``data-path``
 and ``state-dir``. Only the adapter upload and allowlisted counters are sent back.
 
-Before any work the node compares its base model's fingerprint with the server's and
-refuses the round when they differ; every upload is appended to the node's audit log.
+Before any work the node checks the round's configuration against its own privacy
+policy (:mod:`fedpit.policy`) and its base model's fingerprint against the server's, and
+refuses the round when either fails; every upload is appended to the node's audit log
+with the policy in force. A deployed node keeps each run's private state in its own
+directory (``<state-dir>/runs/<run id>``) and one audit log for all runs.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from fedpit.data.example import Example
 from fedpit.data.load import load_examples
 from fedpit.errors import ConfigError
 from fedpit.fingerprint import check_base
+from fedpit.policy import NodePolicy, check_evaluate, check_train, policy_from_node_config
 from fedpit.privacy import EVAL_COUNTERS, EVAL_LOSS, NUM_EXAMPLES, check_counters
 from fedpit.records import (
     ARRAYS,
@@ -47,17 +51,31 @@ if TYPE_CHECKING:
 app = ClientApp()
 
 
+def deployed(context: Context) -> bool:
+    """Whether this node brings its own data (deployment), rather than a simulated one."""
+    return "data-path" in context.node_config
+
+
+def node_policy(context: Context) -> NodePolicy | None:
+    """The policy this node enforces (None: a simulated node given none)."""
+    return policy_from_node_config(context.node_config, deployed(context))
+
+
+def node_root(context: Context) -> Path:
+    """A deployed node's state directory (its audit log lives here)."""
+    return Path(str(context.node_config.get("state-dir", Path.home() / ".fedpit" / "node")))
+
+
 def node_data(
     cfg: RunConfig, context: Context, run_dir: str, held_out: bool = False
 ) -> tuple[int, list[Example], Path]:
-    """This node's id, private examples (training, or held-out) and state directory."""
+    """This node's id, private examples (training, or held-out) and this run's state dir."""
     node = context.node_config
-    if "data-path" in node:  # deployment: the node brings its own data
+    if deployed(context):  # the node brings its own data; its state is kept per run
         client_id = int(node.get("client-id", context.node_id))
         key = "test-path" if held_out else "data-path"
         examples = load_examples(str(node[key])) if key in node else []
-        state_dir = Path(str(node.get("state-dir", Path.home() / ".fedpit" / "node")))
-        return client_id, examples, state_dir
+        return client_id, examples, node_root(context) / "runs" / str(context.run_id)
     partition_id = int(node["partition-id"])
     if partition_id >= cfg.data.num_clients:
         raise ConfigError(
@@ -90,6 +108,9 @@ def train(msg: Message, context: Context) -> Message:
     # The server's message: CONFIG is a ConfigRecord, ARRAYS an ArrayRecord.
     config = cast(ConfigRecord, msg.content[CONFIG])
     cfg = record_to_config(config)
+    policy = node_policy(context)
+    if policy is not None:
+        check_train(cfg, policy)  # before any work: nothing is loaded, trained or sent
     rt = checked_runtime(config, cfg)
     client_id, private, state_dir = node_data(cfg, context, str(config[CFG_PREFIX + RUN_DIR]))
     # Both are ints, set by Flower (server-round) and config_to_record (NUM_ROUNDS).
@@ -107,8 +128,10 @@ def train(msg: Message, context: Context) -> Message:
         method=cfg.method,
         base_fingerprint=rt.fingerprint.digest,
         run_id=context.run_id,
+        policy=policy.audit() if policy is not None else None,
     )
-    append_audit(state_dir, audit)  # before sending: an unlogged upload never leaves
+    # Before sending: an unlogged upload never leaves. One log per node, across runs.
+    append_audit(node_root(context) if deployed(context) else state_dir, audit)
     # Cast: MetricRecord only reads the dict; dict's invariance rejects dict[str, float].
     counters = cast("dict[str, MetricRecordValues]", update.counters)
     reply = RecordDict({ARRAYS: arrays, METRICS: MetricRecord(counters)})
@@ -123,8 +146,10 @@ def evaluate(msg: Message, context: Context) -> Message:
     """
     config = cast(ConfigRecord, msg.content[CONFIG])  # the server's: see train
     cfg = record_to_config(config)
+    most = check_evaluate(cfg, node_policy(context))  # before any work
     rt = checked_runtime(config, cfg)
     _, held_out, _ = node_data(cfg, context, str(config[CFG_PREFIX + RUN_DIR]), held_out=True)
+    held_out = held_out[:most] if most else held_out
     set_state(rt.model, PUBLIC, record_to_state(cast(ArrayRecord, msg.content[ARRAYS])))
     rt.model.set_adapter(PUBLIC)
     loss = mean_loss(rt, held_out, cfg.model.max_length)

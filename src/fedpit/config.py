@@ -128,6 +128,9 @@ class EvalConfig:
     """Evaluation during a run."""
 
     client_test_size: int = 8
+    with_dp: bool = False
+    """Ask for federated evaluation also when ``dp.mode`` is on (off by default: its reply
+    carries an un-noised loss on the node's private data); nodes still apply their policy."""
 
 
 @dataclass(frozen=True)

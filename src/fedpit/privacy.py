@@ -15,10 +15,13 @@ from fedpit.synth.pipeline import SynthResult
 NUM_EXAMPLES = "num-examples"
 SPAN_BLOCKED = f"synth-rejected-{COPIED_SPAN}"
 """Synthetic candidates the verbatim-span guard blocked (a count; the spans stay home)."""
+SYNTH_EMPTY = "synth-empty"
+"""1 when SynGen kept no candidate this round (a degenerate round), else 0."""
 PHASES = ("synth", "train-local", "select", "distill", "train-public", "total")
 
 ALLOWED_COUNTERS: frozenset[str] = frozenset(
     [NUM_EXAMPLES, "synth-attempts", "synth-kept", "synth-selected", "upload-bytes"]
+    + [SYNTH_EMPTY]
     + [f"synth-rejected-{r}" for r in REJECTION_REASONS]
     + [f"seconds-{p}" for p in PHASES]
 )
@@ -48,6 +51,7 @@ def upload_metrics(
         out["synth-kept"] = float(len(synth.examples))
         for reason, count in synth.rejected.items():
             out[f"synth-rejected-{reason}"] = float(count)
+        out[SYNTH_EMPTY] = float(not synth.examples)
     out["synth-selected"] = float(selected)
     for phase, seconds in timings.items():
         out[f"seconds-{phase}"] = float(seconds)

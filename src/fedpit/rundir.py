@@ -25,6 +25,7 @@ from typing import Any
 
 import tomli_w
 
+from fedpit import jsonio
 from fedpit.config import RunConfig, from_flat, load_toml, to_flat
 from fedpit.errors import ConfigError
 
@@ -124,19 +125,19 @@ def write_atomic(path: Path, text: str) -> None:
 
 def write_json(path: Path, obj: Any) -> None:
     """Write ``obj`` as indented JSON, atomically."""
-    write_atomic(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    write_atomic(path, jsonio.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
 def append_jsonl(path: Path, record: dict[str, Any]) -> None:
     """Append one JSON record as a line."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a") as fh:
-        fh.write(json.dumps(record) + "\n")
+        fh.write(jsonio.dumps(record) + "\n")
 
 
 def write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
     """Replace ``path`` with ``records``, one JSON object a line, atomically."""
-    write_atomic(path, "".join(json.dumps(r) + "\n" for r in records))
+    write_atomic(path, "".join(jsonio.dumps(r) + "\n" for r in records))
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:

@@ -21,6 +21,7 @@ import numpy as np
 from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save
 
+from fedpit import jsonio
 from fedpit.errors import FedPITError
 
 GLOBAL = "global/"
@@ -64,7 +65,7 @@ def save_server_state(path: Path, state: ServerState) -> None:
         "metrics": state.metrics,
         "elapsed_s": state.elapsed_s,
     }
-    payload = save(tensors, metadata={META_KEY: json.dumps(meta)})
+    payload = save(tensors, metadata={META_KEY: jsonio.dumps(meta)})
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     with tmp.open("wb") as fh:

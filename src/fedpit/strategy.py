@@ -284,7 +284,9 @@ def build_strategy(
     """
     per_round = cfg.fed.clients_per_round or cfg.data.num_clients
     fraction = per_round / cfg.data.num_clients
-    evaluate = cfg.eval.client_test_size > 0
+    # Under DP a node's evaluation reply is an un-noised private-data loss: asked for only
+    # when the run says so (and each node's policy still decides).
+    evaluate = cfg.eval.client_test_size > 0 and (not cfg.dp.enabled or cfg.eval.with_dp)
     common: dict[str, Any] = {
         "fraction_train": fraction,
         "min_train_nodes": per_round,

@@ -17,6 +17,7 @@ from fedpit.deploy.credentials import make_test_certificates
 from fedpit.deploy.errors import DeployError
 from fedpit.deploy.federation import LocalFederation, RunResult
 from fedpit.deploy.nodes import NodeSpec, check_not_packed, find_app_dir, split_to_nodes
+from fedpit.policy import policy_for, write_policy
 
 
 def run_config_for(cfg: Any) -> dict[str, Any]:
@@ -75,6 +76,19 @@ def run_local_federation(
     check_not_packed(work, app)
     work.mkdir(parents=True, exist_ok=True)
     nodes = list(nodes) if nodes is not None else split_to_nodes(cfg, work / "nodes")
+    # One person plays every node here: each node gets a policy allowing exactly this
+    # run's configuration (a real node operator writes their own; see fedpit.policy).
+    nodes = [
+        n
+        if n.policy_path is not None
+        else dataclasses.replace(
+            n,
+            policy_path=write_policy(
+                work / "nodes" / str(n.client_id) / "policy.toml", policy_for(cfg)
+            ),
+        )
+        for n in nodes
+    ]
     for node in nodes:
         for path in filter(None, (node.data_path, node.test_path)):
             check_not_packed(path, app)

@@ -28,18 +28,23 @@ class NodeSpec:
             synthetic data and metrics. Never sent anywhere.
         test_path: Its private held-out examples for federated evaluation
             (``test-path``), or ``None``.
+        policy_path: Its privacy policy file (``policy-file``, see
+            :mod:`fedpit.policy`), or ``None`` for the safe default policy.
     """
 
     client_id: int
     data_path: Path
     state_dir: Path
     test_path: Path | None = None
+    policy_path: Path | None = None
 
     def node_config(self) -> str:
         """The ``flower-supernode --node-config`` value (TOML literal strings)."""
         items = {"data-path": self.data_path, "state-dir": self.state_dir}
         if self.test_path is not None:
             items["test-path"] = self.test_path
+        if self.policy_path is not None:
+            items["policy-file"] = self.policy_path
         parts = []
         for key, path in items.items():
             text = str(Path(path).expanduser().resolve())

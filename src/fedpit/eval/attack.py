@@ -18,7 +18,6 @@ rows in ``RUN_DIR/attack/<target>.jsonl``. The scores themselves are pure functi
 
 from __future__ import annotations
 
-import json
 import random
 import statistics
 from collections.abc import Sequence
@@ -26,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fedpit import jsonio
 from fedpit.batching import encode_pair
 from fedpit.config import RunConfig
 from fedpit.data.canary import CANARY_KEY, NAME_KEY, SEED_KEY, canary_format, is_canary
@@ -329,7 +329,7 @@ def run_attack(
         "synthetic_overlap": inputs.synthetic_overlap,
     }
     path = result_path(rd.root, target_name)
-    write_atomic(path.with_suffix(".jsonl"), "".join(json.dumps(r) + "\n" for r in per_example))
+    write_atomic(path.with_suffix(".jsonl"), "".join(jsonio.dumps(r) + "\n" for r in per_example))
     write_json(path, result)
     return result
 

@@ -19,6 +19,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from fedpit import jsonio
 from fedpit.errors import DataError
 
 COMPARE_HELP = """\
@@ -85,7 +86,7 @@ def numbers_only(path: Path) -> str:
     """
     rows = parse_rows(path)
     return "".join(
-        json.dumps({k: row[k] for k in ROW_FIELDS if k in row}) + "\n" for row in rows.values()
+        jsonio.dumps({k: row[k] for k in ROW_FIELDS if k in row}) + "\n" for row in rows.values()
     )
 
 

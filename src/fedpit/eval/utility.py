@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from fedpit import jsonio
 from fedpit.data.example import Example
 from fedpit.data.load import load_examples
 from fedpit.data.sources import DATA_DIR_ENV, find_data_file
@@ -212,7 +213,7 @@ def write_eval(
     """
     directory = Path(run_dir) / "eval"
     stem = result_stem(target_name, test_label)
-    write_atomic(directory / f"{stem}.jsonl", "".join(json.dumps(row) + "\n" for row in rows))
+    write_atomic(directory / f"{stem}.jsonl", "".join(jsonio.dumps(row) + "\n" for row in rows))
     summary = {
         "target": target_name,
         "round": round,

@@ -41,6 +41,7 @@ from fedpit.synth.spans import SpanGuard
 
 SYNTHETIC_META = {"synthetic": "true"}
 SELECTIONS = ("ifs", "random")
+ON_EMPTY = ("damped", "skip")
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,9 @@ class SynthSettings:
             (a response cut by ``model.max-length`` after its prompt is cut alike for
             L(y)); False scores L(y) on the whole response, which biases the ranking
             against long candidates.
+        on_empty: What a FedPIT client uploads in a round where SynGen kept no
+            candidate (W_s stays W_g): ``damped`` (β·W_l + (1−β)·W_g, as the mix then
+            is) or ``skip`` (no upload: the client reports the round as failed).
         distill_top_k: 0 trains W_s on the sampled tokens; k > 0 trains it on the
             teacher's top-k token distributions over each kept response
             (soft-label context distillation; the teacher is the global model with the
@@ -106,6 +110,7 @@ class SynthSettings:
     selection: str = "ifs"
     ifs_same_tokens: bool = True
     distill_top_k: int = 0
+    on_empty: str = "damped"
 
     def __post_init__(self) -> None:
         checks = [
@@ -134,6 +139,7 @@ class SynthSettings:
             ("top-p", 0 < self.top_p <= 1, "(0, 1]"),
             ("selection", self.selection in SELECTIONS, ", ".join(SELECTIONS)),
             ("distill-top-k", self.distill_top_k >= 0, "an integer ≥ 0 (0 = hard labels)"),
+            ("on-empty", self.on_empty in ON_EMPTY, ", ".join(ON_EMPTY)),
         ]
         for key, ok, allowed in checks:
             if not ok:
