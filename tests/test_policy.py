@@ -238,3 +238,24 @@ def test_a_degenerate_round_can_be_skipped(tiny_model_dir, tmp_path, no_candidat
     with pytest.raises(SkippedRound, match=r"synth\.on-empty = skip: no update sent"):
         run_client_round(rt, cfg, RoundInfo(0, 1, 2, 0), examples(4), start_state(rt), tmp_path)
     assert not (tmp_path / "adapters").exists()
+
+
+def test_the_poisoning_client_scales_its_own_update_and_a_node_refuses_to(tiny_model_dir, tmp_path):
+    def upload(**keys):
+        rt = tiny_runtime(tiny_model_dir)
+        cfg = tiny_cfg(method="fedavg", **keys)
+        g = start_state(rt)
+        update = run_client_round(
+            rt, cfg, RoundInfo(0, 1, 2, 0), examples(4), g, tmp_path / str(keys)
+        )
+        return update.state, g
+
+    honest, g = upload()
+    scaled, _ = upload(**{"attack.poison": "scale", "attack.poison-factor": 10.0})
+    for k in g:
+        assert torch.allclose(scaled[k], g[k] + 10.0 * (honest[k] - g[k]), atol=1e-5)
+    other, _ = upload(**{"attack.poison": "flip", "attack.poison-client": 1})
+    assert all(torch.equal(other[k], honest[k]) for k in g)  # client 0 is not the attacker
+    cfg = tiny_cfg(method="fedavg", **{"attack.poison": "flip"})
+    with pytest.raises(PolicyError, match=r"attack\.poison = 'flip'"):
+        check_train(cfg, dataclasses.replace(NodePolicy(), methods=("fedavg",)))

@@ -227,3 +227,53 @@ def test_federated_evaluation_without_held_out_examples_is_skipped():
         reply_to=msgs[0],
     )
     assert strat.aggregate_evaluate(2, replies)["eval-loss"] == pytest.approx(1.5)
+
+
+def _round(strat, uploads, n=4):
+    msgs = configure(strat, n_nodes=len(uploads))
+    arrays, _ = strat.aggregate_train(
+        1, [answer(m, u, n) for m, u in zip(msgs, uploads, strict=True)]
+    )
+    return {k: v.numpy() for k, v in arrays.items()}
+
+
+HONEST = [
+    {"a": torch.full((2, 3), v), "b": torch.full((3, 2), v)} for v in (1.0, 1.2, 0.8, 1.1, 0.9, 1.0)
+]
+ATTACK = {"a": torch.full((2, 3), 100.0), "b": torch.full((3, 2), 100.0)}  # scaled ×100
+
+
+@pytest.mark.parametrize(
+    ("aggregation", "flower_class"),
+    [
+        ("trimmed-mean", "FedTrimmedAvg"),
+        ("median", "FedMedian"),
+        ("krum", "Krum"),
+        ("multi-krum", "MultiKrum"),
+        ("bulyan", "Bulyan"),
+    ],
+)
+def test_robust_aggregators_are_flowers_and_resist_one_scaled_update(aggregation, flower_class):
+    # 7 clients: Bulyan needs n ≥ 4f + 3 for f = 1 malicious client.
+    strat, _ = strategy(clients=7, **{"fed.aggregation": aggregation, "fed.trim-fraction": 0.2})
+    assert type(strat).__name__ == flower_class
+    plain, _ = strategy(clients=7)
+    poisoned = _round(plain, [*HONEST, ATTACK])["a"]
+    robust = _round(strat, [*HONEST, ATTACK])["a"]
+    assert poisoned.mean() > 15  # the mean follows the attacker
+    assert 0.7 < robust.mean() < 1.3  # the robust aggregate stays with the honest ones
+
+
+def test_the_norm_bound_caps_an_update_at_a_multiple_of_the_median():
+    strat, _ = strategy(clients=5, **{"fed.norm-bound": 2.0})
+    got = _round(strat, [*HONEST[:4], ATTACK])
+    # Norms: ‖Δ‖ = v·√12 for the honest, 100·√12 for the attacker; median 1.1·√12, so the
+    # attacker is scaled to 2.2·√12, i.e. every entry 2.2; the mean is (4.1 + 2.2) / 5.
+    assert got["a"] == pytest.approx(np.full((2, 3), (1.0 + 1.2 + 0.8 + 1.1 + 2.2) / 5))
+
+
+def test_robust_aggregation_needs_an_averaging_method_without_dp():
+    with pytest.raises(Exception, match=r"fed\.aggregation = 'median'"):
+        from_flat({"method": "fedadam", "fed.aggregation": "median"})
+    with pytest.raises(Exception, match=r"dp\.mode = off"):
+        from_flat({"method": "fedavg", "fed.norm-bound": 3.0, "dp.mode": "client-fixed"})

@@ -37,6 +37,7 @@ from fedpit.dp import clip_update
 from fedpit.errors import FedPITError
 from fedpit.generator import make_generate_fn
 from fedpit.privacy import upload_metrics
+from fedpit.robust import poison
 from fedpit.runtime import Runtime, release_memory
 from fedpit.scoring import response_lengths, response_nll
 from fedpit.synth.pipeline import SynthResult, generate_synthetic
@@ -339,6 +340,8 @@ def run_client_round(
             if not synth.examples:
                 _degenerate(cfg, info)
         upload = CLIENT_ROUNDS[cfg.method](r, synth, state_dir)  # type: ignore[arg-type]
+    if cfg.attack.poison != "none" and info.client_id == cfg.attack.poison_client:
+        upload = _poisoned(upload, global_state, cfg)  # a robustness experiment's attacker
     if cfg.dp.mode == "client-fixed":  # clipped before it is kept, audited or sent
         upload = clip_update(upload, global_state, cfg.dp.clip_norm)
     adapters = state_dir / "adapters"
@@ -362,6 +365,13 @@ def run_client_round(
     return ClientUpdate(
         state=upload, num_examples=len(private), counters=counters, private_log=r.log
     )
+
+
+def _poisoned(upload: State, global_state: State, cfg: RunConfig) -> State:
+    as_np = {k: v.detach().cpu().numpy() for k, v in upload.items()}
+    g = {k: v.detach().cpu().numpy() for k, v in global_state.items()}
+    bad = poison(as_np, g, cfg.attack.poison, cfg.attack.poison_factor)
+    return {k: torch.from_numpy(bad[k]).to(upload[k].dtype) for k in upload}
 
 
 class SkippedRound(FedPITError):

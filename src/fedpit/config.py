@@ -34,6 +34,8 @@ STANDALONE_METHODS = ("local", "local-selfgen", "centralized")
 METHODS = FEDERATED_METHODS + STANDALONE_METHODS
 PARTITIONS = ("natural", "iid", "dirichlet", "kmeans")
 MIX_MODES = ("factors",)
+AGGREGATIONS = ("mean", "trimmed-mean", "median", "krum", "multi-krum", "bulyan")
+POISONS = ("none", "scale", "flip")
 DP_MODES = ("off", "central-fixed", "client-fixed")
 DP_METHODS = ("fedpit", "fedpit-v1", "fedavg", "fedavg-damped", "fedprox", "fedmit")
 """Methods whose server aggregates with FedAvg's maths, as Flower's DP accounting requires."""
@@ -121,6 +123,15 @@ class FedConfig:
     parallel_clients: int = 0
     min_clients: int = 1
     round_timeout: float = 0.0
+    aggregation: str = "mean"
+    """``mean`` (FedAvg weighted by n_k), or a robust aggregator of Flower's: ``trimmed-mean``
+    (``fed.trim-fraction`` cut at each end), ``median``, ``krum``, ``multi-krum``, ``bulyan``
+    (these two assume at most ``fed.malicious-clients``)."""
+    trim_fraction: float = 0.2
+    malicious_clients: int = 1
+    norm_bound: float = 0.0
+    """Cap each update's distance from the global model at this multiple of the round's
+    median distance (0 = off)."""
 
 
 @dataclass(frozen=True)
@@ -139,6 +150,11 @@ class AttackConfig:
 
     canaries: int = 0
     canary_client: int = 0
+    poison: str = "none"
+    """Robustness experiments in simulation: client ``attack.poison-client`` uploads its
+    update ``scale``-d by ``attack.poison-factor`` or sign-``flip``-ped (a node refuses it)."""
+    poison_client: int = 0
+    poison_factor: float = 100.0
 
 
 @dataclass(frozen=True)

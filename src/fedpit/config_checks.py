@@ -12,12 +12,14 @@ import math
 from typing import Any
 
 from fedpit.config import (
+    AGGREGATIONS,
     DEVICE_PATTERN,
     DP_METHODS,
     DP_MODES,
     METHODS,
     MIX_MODES,
     PARTITIONS,
+    POISONS,
     RunConfig,
 )
 from fedpit.errors import ConfigError
@@ -192,6 +194,7 @@ def validate(cfg: RunConfig) -> None:
         cfg.attack.canary_client,
         f"0 to data.num-clients − 1 = {cfg.data.num_clients - 1}",
     )
+    _validate_robust(cfg)
     _validate_dp(cfg)
     _check(cfg.synth.attempts >= 1, "synth.attempts", cfg.synth.attempts, "≥ 1")
     _check(
@@ -199,6 +202,37 @@ def validate(cfg: RunConfig) -> None:
         "synth.novelty",
         cfg.synth.novelty,
         "rouge, focus",
+    )
+
+
+AVERAGING = ("fedpit", "fedpit-v1", "fedavg", "fedavg-damped", "fedmit")
+"""Methods whose server averages the uploads as FedAvg does (a robust aggregator may
+replace the mean)."""
+
+
+def _validate_robust(cfg: RunConfig) -> None:
+    """Check the robust-aggregation and poisoning keys."""
+    fed = cfg.fed
+    _check(
+        fed.aggregation in AGGREGATIONS, "fed.aggregation", fed.aggregation, ", ".join(AGGREGATIONS)
+    )
+    _check(0 <= fed.trim_fraction < 0.5, "fed.trim-fraction", fed.trim_fraction, "[0, 0.5)")
+    _check(fed.malicious_clients >= 0, "fed.malicious-clients", fed.malicious_clients, "≥ 0")
+    _check(fed.norm_bound >= 0, "fed.norm-bound", fed.norm_bound, "≥ 0 (0 = off)")
+    if fed.aggregation != "mean" or fed.norm_bound:
+        _check(
+            cfg.method in AVERAGING and not cfg.dp.enabled,
+            "method",
+            cfg.method,
+            f"with fed.aggregation = {fed.aggregation!r} / fed.norm-bound: "
+            f"{', '.join(AVERAGING)} with dp.mode = off (DP bounds every update itself)",
+        )
+    _check(cfg.attack.poison in POISONS, "attack.poison", cfg.attack.poison, ", ".join(POISONS))
+    _check(
+        0 <= cfg.attack.poison_client < cfg.data.num_clients,
+        "attack.poison-client",
+        cfg.attack.poison_client,
+        f"0 to data.num-clients − 1 = {cfg.data.num_clients - 1}",
     )
 
 

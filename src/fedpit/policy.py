@@ -232,6 +232,8 @@ def check_train(cfg: RunConfig, policy: NodePolicy) -> None:
     Raises:
         PolicyError: Naming the key, the server's value and the node's limit.
     """
+    if cfg.attack.poison != "none":
+        raise _refuse("attack.poison", cfg.attack.poison, "none (an experiment harness)", policy)
     if cfg.method not in policy.methods:
         raise _refuse("method", cfg.method, f"only {', '.join(policy.methods)}", policy)
     if cfg.method in MIXING_BETA and cfg.fed.beta > policy.max_beta:

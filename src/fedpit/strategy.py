@@ -14,17 +14,29 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy import FedAdam, FedAvg, FedProx, Strategy
+from flwr.serverapp.strategy import (
+    Bulyan,
+    FedAdam,
+    FedAvg,
+    FedMedian,
+    FedProx,
+    FedTrimmedAvg,
+    Krum,
+    MultiKrum,
+    Strategy,
+)
 
 from fedpit.config import RunConfig
 from fedpit.dp import WRAPPERS, make_accountant
 from fedpit.errors import FedPITError
 from fedpit.privacy import NUM_EXAMPLES
+from fedpit.records import ARRAYS
+from fedpit.robust import bound_norms
 from fedpit.validation import check_update
 
 if TYPE_CHECKING:
@@ -140,9 +152,12 @@ def _recording(base: type[Strategy]) -> Callable[..., RecordingStrategy]:
             min_replies: int = 1,
             round_offset: int = 0,
             template: dict[str, np.ndarray] | None = None,
+            norm_bound: float = 0.0,
             **kwargs: Any,
         ) -> None:
             super().__init__(**kwargs)
+            self.norm_bound = norm_bound
+            self._global: dict[str, np.ndarray] = {}
             self.on_round = on_round
             self.on_evaluate = on_evaluate
             self.on_problems = on_problems
@@ -162,6 +177,7 @@ def _recording(base: type[Strategy]) -> Callable[..., RecordingStrategy]:
             # An upload must look like the clients' adapter: the template when given, as
             # Flower's FedAdam returns float64 arrays, which clients train back in float32.
             self._expected = self.template or {k: a.numpy() for k, a in arrays.items()}
+            self._global = {k: a.numpy() for k, a in arrays.items()}
             self._sampled = [m.metadata.dst_node_id for m in messages]
             return messages
 
@@ -192,6 +208,8 @@ def _recording(base: type[Strategy]) -> Callable[..., RecordingStrategy]:
                     f"{self.min_replies}; nothing was aggregated ({listed or 'no replies'}; "
                     "full reasons in the run directory's failures.jsonl)"
                 )
+            if self.norm_bound > 0:
+                self._bound(server_round, valid)
             arrays, metrics = super().aggregate_train(server_round, valid)
             if metrics is not None:
                 metrics[REJECTED] = float(sum(p["kind"] == "rejected" for p in problems))
@@ -199,6 +217,24 @@ def _recording(base: type[Strategy]) -> Callable[..., RecordingStrategy]:
             if arrays is not None:
                 self.on_round(server_round, arrays, metrics)
             return arrays, metrics
+
+        def _bound(self, server_round: int, valid: list[Message]) -> None:
+            """Cap each valid update at ``norm_bound`` × the round's median distance."""
+            updates = [
+                {k: a.numpy() for k, a in cast(ArrayRecord, m.content[ARRAYS]).items()}
+                for m in valid
+            ]
+            bounded, scales = bound_norms(updates, self._global, self.norm_bound)
+            for msg, arrays, scale in zip(valid, bounded, scales, strict=True):
+                if scale < 1.0:
+                    log.warning(
+                        "round %d: node %s's update scaled by %.3g to %g× the median norm",
+                        server_round,
+                        msg.metadata.src_node_id,
+                        scale,
+                        self.norm_bound,
+                    )
+                    msg.content[ARRAYS] = ArrayRecord({k: Array(v) for k, v in arrays.items()})
 
         def _screen(self, replies: list[Message]) -> tuple[list[Message], list[Problem]]:
             """Split replies into valid ones and problems (error, rejected, timeout)."""
@@ -301,6 +337,7 @@ def build_strategy(
         "min_replies": cfg.fed.min_clients,
         "round_offset": round_offset,
         "template": template,
+        "norm_bound": cfg.fed.norm_bound,
     }
     if cfg.dp.enabled:
         return _private(cfg, common, per_round)
@@ -308,6 +345,23 @@ def build_strategy(
         return _recording(FedProx)(proximal_mu=cfg.fed.proximal_mu, **common)
     if cfg.method == "fedadam":
         return _recording(FedAdam)(eta=cfg.fed.server_lr, tau=cfg.fed.server_tau, **common)
+    return _robust(cfg, common)
+
+
+def _robust(cfg: RunConfig, common: dict[str, Any]) -> RecordingStrategy:
+    """FedAvg, or the robust aggregator ``fed.aggregation`` names (Flower's own)."""
+    f = cfg.fed.malicious_clients
+    match cfg.fed.aggregation:
+        case "trimmed-mean":
+            return _recording(FedTrimmedAvg)(beta=cfg.fed.trim_fraction, **common)
+        case "median":
+            return _recording(FedMedian)(**common)
+        case "krum":
+            return _recording(Krum)(num_malicious_nodes=f, **common)
+        case "multi-krum":
+            return _recording(MultiKrum)(num_malicious_nodes=f, **common)
+        case "bulyan":
+            return _recording(Bulyan)(num_malicious_nodes=f, **common)
     return _recording(FedAvg)(**common)
 
 
@@ -318,6 +372,7 @@ RECORDING_KEYS = (
     "min_replies",
     "round_offset",
     "template",
+    "norm_bound",
 )
 """The arguments of the recording layer (the rest configure Flower's strategy)."""
 
