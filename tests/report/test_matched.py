@@ -48,6 +48,11 @@ def fake_run(root: Path, method: str, test_means: list[float], aucs: list[float]
                 "n_non_members": N,
                 "mia": {"auc": auc},
                 "canaries": {"mean_logprob": -50.0 + (10.0 * auc if target != "base" else 0.0)},
+                "synthetic_overlap": (
+                    {"n": 8, "span_share": 0.125, "canary_touches": 2}
+                    if method == "fedpit"
+                    else None
+                ),
             },
         )
     return rd.root
@@ -100,6 +105,10 @@ def test_the_report_leads_with_the_matched_table_and_pairs_the_control(
     md = md_path.read_text()
     assert md.index("## Leakage at matched utility") < md.index("## Results (Table 2 layout)")
     assert "| fedpit β=0.5 | fedavg-damped β=0.5 | 0 | +0.400" in md
+    # How much of the synthetic data touched private spans or canaries, per row.
+    assert "synthetic ≥ 8-token span share" in md and "synthetic canary touches" in md
+    fedpit_row = next(x for x in md.splitlines() if x.startswith("| fedpit β=0.5 | 1 |"))
+    assert fedpit_row.rstrip(" |").endswith("0.125 | 2.000")
 
 
 def test_compare_leakage_prints_the_difference_at_matched_utility(tmp_path: Path, runs, capsys):

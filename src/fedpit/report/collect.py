@@ -88,6 +88,8 @@ class AttackResult:
     loss_non_members: float | None
     canary_logprob: float | None
     canary_exposure: float | None
+    synthetic_span_share: float | None = None  # synthetic texts sharing ≥ 8 tokens verbatim
+    synthetic_canary_touches: float | None = None  # synthetic texts naming a canary
 
     @property
     def loss_gap(self) -> float | None:
@@ -289,6 +291,7 @@ def _attack(doc: dict[str, Any]) -> AttackResult:
     extraction = doc.get("extraction") or {}
     mia = doc.get("mia") or {}
     canaries = doc.get("canaries") or {}
+    overlap = doc.get("synthetic_overlap") or {}
     return AttackResult(
         target=doc["target"],
         round=doc.get("round"),
@@ -302,6 +305,8 @@ def _attack(doc: dict[str, Any]) -> AttackResult:
         loss_non_members=_num(mia.get("loss_non_members")),
         canary_logprob=_num(canaries.get("mean_logprob")),
         canary_exposure=_num(canaries.get("mean_exposure")),
+        synthetic_span_share=_num(overlap.get("span_share")),
+        synthetic_canary_touches=_num(overlap.get("canary_touches")),
     )
 
 

@@ -128,6 +128,13 @@ def table_columns(runs: list[RunRecord]) -> list[Column]:
         Column(leak, "extraction ROUGE-L members", _numeric(_attack("extraction_members"))),
         Column(leak, "base floor", _numeric(_attack("extraction_members", base=True))),
     ]
+    if any(_attack("synthetic_span_share")(r) is not None for r in runs):
+        cols += [
+            Column(
+                leak, "synthetic ≥ 8-token span share", _numeric(_attack("synthetic_span_share"))
+            ),
+            Column(leak, "synthetic canary touches", _numeric(_attack("synthetic_canary_touches"))),
+        ]
     return cols
 
 
@@ -139,7 +146,7 @@ def table_rows(runs: list[RunRecord], cols: list[Column]) -> list[list[str]]:
     ]
 
 
-GRID_KEYS = ("run-dir", "seed", "method", "fed.beta")
+GRID_KEYS = ("run-dir", "seed", "method", "fed.beta", "arm")
 
 
 def mixed_rows(runs: list[RunRecord]) -> list[str]:
