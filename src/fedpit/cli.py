@@ -163,7 +163,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"DATA: {run_data.description}", flush=True)
     removed = run_data.split.removed
     print(
-        f"      clients ({cfg.data.partition}) {sizes}; held-out test {len(run_data.split.test)} "
+        f"      clients ({run_data.partition}) {sizes}; held-out test {len(run_data.split.test)} "
         f"(training candidates dropped for repeating a test question: "
         f"{removed.get('same_question', 0)}, a test answer: {removed.get('same_answer', 0)})",
         flush=True,

@@ -23,6 +23,9 @@ class RunData:
     split: FederatedSplit
     description: str
     source: str
+    partition: str = "natural"
+    """The partition used: ``data.partition``, or ``iid`` where ``natural`` found no
+    partition column in the data (announced on the DATA line)."""
 
 
 NO_ATTACK = AttackConfig()
@@ -41,19 +44,31 @@ def load_run_data(
     training data of client ``attack.canary-client`` (to audit memorisation).
     """
     source = resolve_data(data.name)
+    examples = source.load()
+    column = data.partition_column or source.partition_column
+    method = data.partition
+    description = source.description
+    if (
+        method == "natural"
+        and not data.partition_column
+        and any(column not in e.meta for e in examples)
+    ):
+        # A user's own file without the default grouping column: split it iid, and say so.
+        method = "iid"
+        description += f" (no {column!r} column for the natural partition: split iid)"
     embed = None
-    if data.partition == "kmeans":
+    if method == "kmeans":
         from fedpit.data.partition import embed_minilm
 
         embed = embed_minilm
     split = make_split(
-        source.load(),
-        method=data.partition,
+        examples,
+        method=method,
         num_clients=data.num_clients,
         examples_per_client=data.examples_per_client,
         test_size=data.test_size,
         seed=data.seed,
-        column=data.partition_column or source.partition_column,
+        column=column,
         alpha=data.dirichlet_alpha,
         num_clusters=data.num_clusters,
         embed=embed,
@@ -67,7 +82,7 @@ def load_run_data(
         target = attack.canary_client
         clients[target] = plant(clients[target], make_canaries(attack.canaries, data.seed))
         split = dataclasses.replace(split, clients=clients)
-    return RunData(split, source.description, source.name)
+    return RunData(split, description, source.name, method)
 
 
 def run_data_for(cfg: RunConfig) -> RunData:

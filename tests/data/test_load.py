@@ -65,11 +65,21 @@ def test_json_list_reports_line_of_each_object(tmp_path):
         encoding="utf-8",
     )
     examples = load_examples(path)
-    assert [(e.id, e.instruction) for e in examples] == [("d-2", "Q1"), ("d-4", "Q2")]
+    assert [(e.id, e.instruction) for e in examples] == [("d-1", "Q1"), ("d-2", "Q2")]
 
     path.write_text('[\n {"instruction": "Q", "output": "A"},\n {"instruction": "Q"}\n]')
     with pytest.raises(DataError, match=r"d\.json:3: missing field 'output'"):
         load_examples(path)
+
+
+def test_a_json_array_on_one_line_loads_with_distinct_ids(tmp_path):
+    """The layout of Alpaca's alpaca_data.json and most instruction sets."""
+    path = tmp_path / "alpaca_data.json"
+    rows = [{"instruction": f"Q{i}", "input": "", "output": f"A{i}"} for i in range(3)]
+    path.write_text(json.dumps(rows), encoding="utf-8")
+    examples = load_examples(path)
+    assert [e.id for e in examples] == ["alpaca_data-1", "alpaca_data-2", "alpaca_data-3"]
+    assert [e.output for e in examples] == ["A0", "A1", "A2"]
 
 
 def test_json_must_be_a_list(tmp_path):
@@ -193,3 +203,33 @@ def test_hub_loader_maps_rows_and_wraps_failures(monkeypatch):
         DataError, match=r"cannot load Hub data set 'org/med' split 'test': no network"
     ):
         load_hub_dataset("org/med", split="test")
+
+
+def test_a_plain_alpaca_file_runs_with_the_default_partition(tmp_path):
+    """No ``source`` column: the default natural partition falls back to iid, and says so."""
+    from fedpit.config import from_flat
+    from fedpit.run_data import load_run_data
+
+    path = tmp_path / "mine.json"
+    rows = [
+        {"instruction": f"Question {i}?", "input": "", "output": f"Answer {i}."} for i in range(30)
+    ]
+    path.write_text(json.dumps(rows), encoding="utf-8")
+    cfg = from_flat(
+        {
+            "data.name": str(path),
+            "data.num-clients": 2,
+            "data.examples-per-client": 4,
+            "data.test-size": 4,
+        }
+    )
+    data = load_run_data(cfg.data)
+    assert data.partition == "iid"
+    assert "no 'source' column for the natural partition: split iid" in data.description
+    assert [len(c) for c in data.split.clients] == [4, 4]
+    # With the column present, natural partitioning is kept.
+    for i, row in enumerate(rows):
+        row["source"] = "A" if i % 2 else "B"
+    path.write_text(json.dumps(rows), encoding="utf-8")
+    load_run_data.cache_clear()
+    assert load_run_data(cfg.data).partition == "natural"

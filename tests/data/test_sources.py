@@ -90,7 +90,7 @@ def test_file_path(tmp_path):
     path = tmp_path / "mine.jsonl"
     path.write_text('{"instruction": "Q", "output": "A"}\n')
     source = resolve_data(str(path))
-    assert (source.name, source.path, source.partition_column) == ("file", path, "")
+    assert (source.name, source.path, source.partition_column) == ("file", path, "source")
     assert "mine.jsonl (1 records" in source.description
     assert source.load()[0].id == "mine-1"
 

@@ -24,7 +24,7 @@ SUFFIXES = (".jsonl", ".json", ".csv")
 class FieldMap:
     """Names of the source fields that hold each :class:`Example` field.
 
-    ``id=""`` ignores any id in the data and numbers examples ``"<file stem>-<line>"``
+    ``id=""`` ignores any id in the data and numbers examples ``"<file stem>-<line or position>"``
     (a source ``id`` field is then kept in ``meta["id"]``).
     """
 
@@ -37,9 +37,10 @@ class FieldMap:
 def load_examples(path: str | Path, fields: FieldMap = FieldMap()) -> list[Example]:
     """Load examples from a ``.jsonl``, ``.json`` (a list of objects) or ``.csv`` file.
 
-    A missing ``input`` becomes ""; a missing id becomes ``"<file stem>-<line>"``. Every
-    other field goes to ``Example.meta``: strings as they are, other values (numbers,
-    booleans, lists, objects) as their JSON text so nothing is lost; nulls are dropped.
+    A missing ``input`` becomes ""; a missing id becomes ``"<file stem>-<line>"`` (in a
+    JSON array ``"<file stem>-<position>"``). Every other field goes to ``Example.meta``:
+    strings as they are, other values (numbers, booleans, lists, objects) as their JSON
+    text so nothing is lost; nulls are dropped.
 
     Args:
         path: The file to read.
@@ -65,8 +66,14 @@ def load_examples(path: str | Path, fields: FieldMap = FieldMap()) -> list[Examp
     text = _read_utf8(path)
     readers = {".jsonl": _jsonl_records, ".json": _json_records, ".csv": _csv_records}
     records = readers[path.suffix.lower()](text, path)
+    # A JSON array may hold many records on one line (Alpaca's own files are written so):
+    # its records are numbered by position; JSONL and CSV records by their line.
+    by_position = path.suffix.lower() == ".json"
     examples = _to_examples(
-        ((f"{path}:{line}", f"{path.stem}-{line}", record) for line, record in records),
+        (
+            (f"{path}:{line}", f"{path.stem}-{i if by_position else line}", record)
+            for i, (line, record) in enumerate(records, start=1)
+        ),
         fields,
     )
     if not examples:

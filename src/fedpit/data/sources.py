@@ -115,8 +115,9 @@ def resolve_data(name: str) -> DataSource:
             f"{', '.join(NAMES)}, or a path to a {'/'.join(SUFFIXES)} file"
         )
     count = _count_lines(path) if path.suffix == ".jsonl" else None
-    size = f"{count:,} records, " if count is not None else ""
-    return DataSource("file", path, "", f"{path.name} ({size}no partition column) from {path}")
+    size = f" ({count:,} records)" if count is not None else ""
+    # A user's file is grouped by its `source` column where it has one (else split iid).
+    return DataSource("file", path, "source", f"{path.name}{size} from {path}")
 
 
 def _find_medquad() -> Path | None:
