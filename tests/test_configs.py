@@ -29,3 +29,16 @@ def test_config_is_valid(path: Path) -> None:
     for argv in post_commands(spec, cells[0]):
         args = parser.parse_args(argv[3:])  # drop "python -m fedpit.cli"
         assert callable(args.func)
+
+
+def test_every_config_file_the_help_and_readme_name_exists() -> None:
+    import re
+
+    from fedpit import cli
+
+    root = Path(__file__).parents[1]
+    text = cli.RUN_HELP + (root / "README.md").read_text()
+    named = set(re.findall(r"configs/[\w.-]+\.toml", text))
+    assert named, "no config named"
+    missing = sorted(n for n in named if not (root / n).is_file())
+    assert not missing

@@ -38,7 +38,7 @@ or nested tables; a pyproject.toml's [tool.flwr.app.config] works too), then the
 key=value overrides, e.g.:
 
   fedpit run fed.rounds=3 fed.beta=0.25
-  fedpit run --config configs/medquad-5clients.toml method=fedavg
+  fedpit run --config configs/medquad-9-sources.toml method=fedavg
 
 Run `fedpit keys` to list every key with its default.
 
