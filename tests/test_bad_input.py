@@ -388,7 +388,12 @@ def test_over_long_examples_are_truncated_with_a_warning(run, tmp_path, monkeypa
     monkeypatch.setattr(cli, "_simulate", fake_simulate)
     code, err, _ = run("model.max-length=16")
     assert code == 0 and reached  # the run goes ahead
-    (line,) = [line for line in err.splitlines() if line.startswith("fedpit: warning: ")]
+    # One warning, wrapped at 100 columns (continuation lines indented).
+    text = err[err.index("fedpit: warning: ") :]
+    wrapped = [text.splitlines()[0]]
+    wrapped += [x for x in text.splitlines()[1:] if x.startswith("  ")][: text.count("\n")]
+    assert all(len(x) <= 100 for x in wrapped)
+    line = " ".join(x.strip() for x in wrapped)
     assert line.startswith(
         "fedpit: warning: 4 of 4 training examples are longer than model.max-length = 16 "
         "tokens (prompt + response): "

@@ -162,3 +162,23 @@ def test_fedpit_with_beta_one_gives_the_fedavg_global_adapter(tiny_model_dir, tm
     assert set(fedpit) == set(fedavg)
     assert all(torch.equal(fedpit[k], fedavg[k]) for k in fedavg)
     assert any(torch.count_nonzero(v) for k, v in fedavg.items() if "lora_B" in k)
+
+
+def test_the_default_console_is_quiet_and_the_logs_are_kept(tiny_model_dir, tmp_path, capfd):
+    run_dir = tmp_path / "quiet"
+    args = tiny_args(tiny_model_dir, write_data(tmp_path), run_dir, "method=fedavg")
+    assert main(args) == 0
+    out, err = capfd.readouterr()
+    lines = (out + err).splitlines()
+    assert max(len(line) for line in lines) <= 200, [x for x in lines if len(x) > 200]
+    assert [x.split(" |")[0] for x in lines if x.startswith("round ")] == [
+        "round 0/2",
+        "round 1/2",
+        "round 2/2",
+    ]
+    text = out + err
+    assert "Warning" not in text and "INFO" not in text and "ClientAppActor" not in text
+    assert any(x.startswith(("DATA:", "MODEL:", "METHOD:")) for x in lines)
+    # Flower's records are kept in full in the run directory.
+    flower = (run_dir / "logs" / "flower.log").read_text()
+    assert "configure_train" in flower

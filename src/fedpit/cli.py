@@ -106,11 +106,17 @@ def resume_target(
     return cfg, rd
 
 
-def _simulate(cfg: RunConfig, rd: RunDir | None = None) -> dict[str, object]:
-    """Run a federated method under Flower's Simulation Engine (in ``rd`` if given)."""
+def _simulate(cfg: RunConfig, rd: RunDir | None = None, verbose: bool = True) -> dict[str, object]:
+    """Run a federated method under Flower's Simulation Engine (in ``rd`` if given).
+
+    Without ``verbose``, Flower's and Ray's logs go to ``RUN_DIR/logs/`` (see
+    :mod:`fedpit.console`) and the console shows FedPIT's own lines.
+    """
+    from contextlib import nullcontext
+
     from flwr.simulation import run_simulation
 
-    from fedpit import client_app
+    from fedpit import client_app, console
     from fedpit.rundir import create_run_dir
     from fedpit.server_app import make_server_app
 
@@ -128,14 +134,19 @@ def _simulate(cfg: RunConfig, rd: RunDir | None = None) -> dict[str, object]:
         "init_args": {
             "include_dashboard": False,
             "num_cpus": parallel * cfg.fed.cpus_per_client,
+            "log_to_driver": verbose,  # the actors' output: live, or in logs/ray/
         },
     }
-    run_simulation(
-        server_app=make_server_app((cfg, rd)),
-        client_app=client_app.app,
-        num_supernodes=cfg.data.num_clients,
-        backend_config=backend,  # type: ignore[arg-type]
-    )
+    logs = rd.root / "logs"
+    with nullcontext() if verbose else console.quiet(logs):
+        run_simulation(
+            server_app=make_server_app((cfg, rd)),
+            client_app=client_app.app,
+            num_supernodes=cfg.data.num_clients,
+            backend_config=backend,  # type: ignore[arg-type]
+        )
+    if not verbose:
+        console.copy_ray_logs(logs)
     if not rd.summary.exists():
         raise FedPITError(
             f"the federated run did not finish; see the log above and {rd.root}; continue it "
@@ -180,7 +191,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     warn_over_budget(rt, [ex for c in run_data.split.clients for ex in c], cfg.model.max_length)
     print(f"METHOD: {cfg.method}, {cfg.fed.rounds} rounds, β = {cfg.fed.beta}", flush=True)
     if cfg.is_federated:
-        summary = _simulate(cfg, rd)
+        summary = _simulate(cfg, rd, verbose=getattr(args, "verbose", False))
     else:
         from fedpit.standalone import run_standalone
 
@@ -204,7 +215,10 @@ def warn_over_budget(rt: Runtime, examples: Sequence[Example], max_length: int) 
 
     warning = over_budget(examples, count_tokens, max_length).warning()
     if warning:
-        print(f"fedpit: warning: {warning}", file=sys.stderr, flush=True)
+        import textwrap
+
+        text = textwrap.fill(f"fedpit: warning: {warning}", width=100, subsequent_indent="  ")
+        print(text, file=sys.stderr, flush=True)
 
 
 def print_summary(summary: dict[str, object]) -> None:
@@ -252,6 +266,11 @@ def make_parser() -> argparse.ArgumentParser:
         "--resume",
         metavar="RUN_DIR",
         help="continue an interrupted federated run after its last completed round",
+    )
+    run.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show Flower's and Ray's logs live (default: they go to RUN_DIR/logs/)",
     )
     run.set_defaults(func=cmd_run)
     keys = sub.add_parser("keys", help="list configuration keys and defaults")

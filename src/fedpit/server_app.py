@@ -16,7 +16,7 @@ from fedpit.adapters import PUBLIC, get_state, initial_state, save_adapter, set_
 from fedpit.config import RunConfig, from_flat
 from fedpit.dp import EPSILON, dp_summary, epsilon_spent
 from fedpit.errors import ConfigError
-from fedpit.privacy import EVAL_LOSS, SPAN_BLOCKED
+from fedpit.privacy import EVAL_LOSS, SPAN_BLOCKED, SYNTH_EMPTY
 from fedpit.records import config_to_record, record_to_state, state_to_record
 from fedpit.run_data import RunData, provenance, run_data_for
 from fedpit.rundir import RunDir, append_jsonl, create_run_dir, write_json, write_jsonl
@@ -185,6 +185,8 @@ def format_round(record: dict, num_rounds: int) -> str:
         )
         if c.get(SPAN_BLOCKED):
             text += f", blocked (copied span) {c[SPAN_BLOCKED]:.0f}"
+    if c.get(SYNTH_EMPTY):
+        text += f" | WARNING: {c[SYNTH_EMPTY]:.0f} client(s) kept no synthetic candidate"
     return text + f" | {record['elapsed_s']:.0f} s"
 
 
