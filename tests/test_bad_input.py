@@ -375,7 +375,7 @@ def test_chat_template_the_tokenizer_lacks(run, tmp_path, tiny_model_dir):
 def test_over_long_examples_are_truncated_with_a_warning(run, tmp_path, monkeypatch):
     reached = []
 
-    def fake_simulate(cfg: object, *args: object) -> dict[str, object]:
+    def fake_simulate(cfg: object, *args: object, **kwargs: object) -> dict[str, object]:
         reached.append(cfg)
         return {
             "method": "fedpit",
