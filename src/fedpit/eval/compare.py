@@ -17,10 +17,13 @@ import argparse
 import json
 import statistics
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fedpit import jsonio
 from fedpit.errors import DataError
+
+if TYPE_CHECKING:
+    from fedpit.eval.frontier import Curve
 
 COMPARE_HELP = """\
 Compare the membership-inference leakage of two attacked runs on the same examples:
@@ -191,8 +194,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     cmd.set_defaults(func=cmd_compare)
 
 
-def load_curve(run_dir: Path, calibrated: bool) -> Any:
-    """A finished federated run's per-round :class:`~fedpit.eval.frontier.Curve`, or None.
+def load_curves(run_dir: Path) -> tuple[Curve, Curve] | None:
+    """A finished federated run's per-round curves (raw, calibrated scores), or None.
 
     Round 0 is the base model. Needs the per-example test losses of every round in
     ``metrics.jsonl`` and the attack rows of the base model and of every round
@@ -203,6 +206,13 @@ def load_curve(run_dir: Path, calibrated: bool) -> Any:
 
     from fedpit.eval.frontier import Curve
     from fedpit.rundir import RunDir, read_jsonl
+
+    def curve(calibrated: bool) -> Curve:
+        return Curve(
+            test,
+            np.array([scores(x, members, calibrated) for x in rows]),
+            np.array([scores(x, non_members, calibrated) for x in rows]),
+        )
 
     rd = RunDir(Path(run_dir))
     if not rd.summary.is_file() or not rd.metrics.is_file():
@@ -227,11 +237,8 @@ def load_curve(run_dir: Path, calibrated: bool) -> Any:
             example_keys(rows[0], other)
     except DataError:
         return None
-    return Curve(
-        np.array([metrics[r]["test_losses"] for r in rounds], dtype=float),
-        np.array([scores(x, members, calibrated) for x in rows]),
-        np.array([scores(x, non_members, calibrated) for x in rows]),
-    )
+    test = np.array([metrics[r]["test_losses"] for r in rounds], dtype=float)
+    return curve(False), curve(True)
 
 
 def print_matched(runs: list[Path], resamples: int, seed: int) -> None:
@@ -243,17 +250,16 @@ def print_matched(runs: list[Path], resamples: int, seed: int) -> None:
             return "not reached (A's curve never has B's test loss)"
         return f"{value[0]:+.3f}  95% interval [{value[1]:+.3f}, {value[2]:+.3f}]"
 
+    loaded = [load_curves(r) for r in runs]  # each run's files read once
+    if any(c is None for c in loaded):
+        print("\nMatched utility: needs per-example test losses and `fedpit attack --all-rounds`")
+        return
+    curves = [c for c in loaded if c is not None]
     results = {}
     for calibrated in (False, True):
         pairs = [
-            (load_curve(a, calibrated), load_curve(b, calibrated))
-            for a, b in zip(runs[::2], runs[1::2], strict=True)
+            (a[calibrated], b[calibrated]) for a, b in zip(curves[::2], curves[1::2], strict=True)
         ]
-        if any(a is None or b is None for a, b in pairs):
-            print(
-                "\nMatched utility: needs per-example test losses and `fedpit attack --all-rounds`"
-            )
-            return
         try:
             results[calibrated] = matched_difference(pairs, resamples=resamples, seed=seed)
         except ValueError as err:

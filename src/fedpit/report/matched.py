@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fedpit.eval.compare import load_curve
+from fedpit.eval.compare import load_curves
 from fedpit.eval.frontier import Curve, leakage_at, matched_difference
 from fedpit.report.collect import RunRecord, by_group
 
@@ -52,9 +52,10 @@ class MatchedRow:
 
 def run_curves(run: RunRecord) -> RunCurves | None:
     """The per-round curves of a finished federated run, or None if something is missing."""
-    raw, calibrated = load_curve(run.path, False), load_curve(run.path, True)
-    if raw is None or calibrated is None:
+    curves = load_curves(run.path)
+    if curves is None:
         return None
+    raw, calibrated = curves
     rounds = range(raw.test_losses.shape[0])
     by_round = {a.round: a for a in run.attacks if a.round is not None}
     base = next((a for a in run.attacks if a.target == "base"), None)
