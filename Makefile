@@ -7,7 +7,7 @@ STAMP   := $(VENV)/.fedpit-installed
 ARGS    ?=
 DATA_DIR := $(or $(FEDPIT_DATA_DIR),../shared/data)
 
-.PHONY: setup run flwr-run test test-fast lint clean-venv
+.PHONY: setup run flwr-run test test-fast lint docs clean-venv
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -31,7 +31,8 @@ flwr-run: setup
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1 \
 	  $(VENV)/bin/flwr run . --stream --federation-config "num-supernodes=$(or $(CLIENTS),3)" $(ARGS)
 
-# Lint and type checks first: CI runs `make test`, so they are enforced there.
+# Lint, type checks and the strict docs build first: CI runs `make test`, so they are
+# enforced there.
 test: lint
 	$(VENV)/bin/pytest -q
 
@@ -39,9 +40,14 @@ test-fast: setup
 	$(VENV)/bin/pytest -q -m "not integration"
 
 lint: setup
-	$(VENV)/bin/ruff check src tests bench
-	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/ruff check src tests bench tools
+	$(VENV)/bin/ruff format --check src tests bench tools
 	$(VENV)/bin/mypy
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
+
+# The documentation site (docs/, mkdocs.yml) at http://127.0.0.1:8000, rebuilt on every change.
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve
 
 clean-venv:
 	rm -rf $(VENV)

@@ -1,1 +1,1 @@
-"""The performance benchmark of issue 4: ``python -m bench.run [--quick]``."""
+"""The performance benchmark: ``python -m bench.run [--quick]``."""

@@ -7,11 +7,11 @@ from pathlib import Path
 import torch
 
 from fedpit.adapters import attach_adapters
-from fedpit.config import LoraSettings
+from fedpit.config.schema import LoraSettings
 from fedpit.data.example import Example
-from fedpit.model import load_model, load_tokenizer
-from fedpit.prompts import make_prompt_format
-from fedpit.runtime import Runtime
+from fedpit.lm.runtime import Runtime
+from fedpit.model.prompts import make_prompt_format
+from fedpit.model.resolve import load_model, load_tokenizer
 
 TINY_LORA = LoraSettings(rank=4, alpha=8, dropout=0.0, target_modules="q_proj,v_proj")
 
@@ -53,3 +53,38 @@ class FakeGrid:
 
     def get_node_ids(self) -> list[int]:
         return self.nodes
+
+
+def record_optimizer_steps(monkeypatch) -> list[list[dict[int, tuple[torch.Tensor, torch.Tensor]]]]:
+    """Make every AdamW record, before each step, each parameter's value and gradient.
+
+    Returns one list per optimiser created (one per training call), holding one
+    ``{id(parameter): (value, gradient)}`` per step; the optimiser itself is unchanged.
+    """
+    runs: list[list[dict[int, tuple[torch.Tensor, torch.Tensor]]]] = []
+    real = torch.optim.AdamW
+
+    class Recording(real):  # type: ignore[misc, valid-type]
+        def __init__(self, params, *args, **kwargs):
+            super().__init__(params, *args, **kwargs)
+            self.recorded: list[dict[int, tuple[torch.Tensor, torch.Tensor]]] = []
+            runs.append(self.recorded)
+
+        def step(self, closure=None):
+            self.recorded.append(
+                {
+                    id(p): (p.detach().clone(), p.grad.detach().clone())
+                    for group in self.param_groups
+                    for p in group["params"]
+                }
+            )
+            return super().step(closure)
+
+    monkeypatch.setattr(torch.optim, "AdamW", Recording)
+    return runs
+
+
+def by_name(model: torch.nn.Module, step: dict[int, object]) -> dict[str, object]:
+    """A recorded step keyed by the model's parameter names instead of ids."""
+    names = {id(p): n for n, p in model.named_parameters()}
+    return {names[i]: v for i, v in step.items()}

@@ -12,9 +12,9 @@ from fedpit.adapters import (
     save_adapter,
     set_state,
 )
-from fedpit.batching import encode_pair
-from fedpit.model import load_model
-from fedpit.train import train_adapter
+from fedpit.lm.batching import encode_pair
+from fedpit.lm.train import train_adapter
+from fedpit.model.resolve import load_model
 from tests.helpers import TINY_LORA, examples, tiny_runtime
 
 

@@ -19,10 +19,11 @@ from pathlib import Path
 
 import pytest
 
-from fedpit import cli, standalone
-from fedpit.cli import main
+from fedpit.cli import main as cli
+from fedpit.cli.main import main
 from fedpit.data.budget import over_budget
 from fedpit.data.example import Example
+from fedpit.fed import standalone
 
 GOOD = [
     {

@@ -8,17 +8,11 @@ import sys
 
 import psutil
 import pytest
-from bench.run import (
-    PHASES,
-    RssSampler,
-    build_rows,
-    count_new_tokens,
-    decode_bound,
-    format_table,
-    model_flops_utilisation,
-    phase_seconds,
-    tree_rss,
-)
+from bench.generation import count_new_tokens
+from bench.machine import decode_bound, model_flops_utilisation
+from bench.memory import RssSampler, tree_rss
+from bench.phases import PHASES, phase_seconds
+from bench.table import build_rows, format_table
 
 
 def test_count_new_tokens_counts_eos_not_padding():

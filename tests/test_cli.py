@@ -2,7 +2,7 @@
 
 import pytest
 
-from fedpit.cli import main
+from fedpit.cli.main import main
 
 
 @pytest.mark.parametrize(
@@ -54,7 +54,7 @@ def test_help_explains_configuration(capsys):
 
 
 def test_auto_parallel_keeps_cores_busy_within_memory():
-    from fedpit.cli import auto_parallel
+    from fedpit.cli.main import auto_parallel
 
     assert auto_parallel(3, 1, cpus=2, memory_gb=24) == 3  # the default: all 3 at once
     assert auto_parallel(10, 1, cpus=2, memory_gb=24) == 3  # not 10 base models
@@ -69,7 +69,7 @@ def test_the_command_line_starts_without_the_model_stack():
     import sys
 
     code = (
-        "import sys; from fedpit.cli import make_parser; make_parser(); "
+        "import sys; from fedpit.cli.main import make_parser; make_parser(); "
         "print(' '.join(m for m in ('torch', 'transformers', 'peft', 'flwr', "
         "'rouge_score', 'nltk', 'sklearn') if m in sys.modules))"
     )

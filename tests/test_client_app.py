@@ -2,18 +2,21 @@
 
 import dataclasses
 import json
+import struct
 import time
 
 import pytest
+import torch
 from flwr.app import Context, Message, Metadata, RecordDict
 from flwr.common import MessageType
+from flwr.common.serde import message_to_proto
+from safetensors.torch import load_file
 
-from fedpit import client_app
 from fedpit.adapters import PUBLIC, get_state, initial_state
-from fedpit.audit import AUDIT_FILE
 from fedpit.errors import BaseModelMismatchError
-from fedpit.fingerprint import tensors_sha256
-from fedpit.records import (
+from fedpit.fed import client as client_mod
+from fedpit.fed import client_app
+from fedpit.fed.records import (
     ARRAYS,
     CONFIG,
     FINGERPRINT,
@@ -22,9 +25,13 @@ from fedpit.records import (
     record_to_state,
     state_to_record,
 )
-from fedpit.runtime import get_runtime
+from fedpit.lm.fingerprint import tensors_sha256
+from fedpit.lm.runtime import get_runtime
+from fedpit.privacy.allowlist import ALLOWED_COUNTERS, NUM_EXAMPLES
+from fedpit.privacy.audit import AUDIT_FILE
+from fedpit.synth.pipeline import SynthResult
 from tests.helpers import examples
-from tests.test_client import tiny_cfg
+from tests.test_client import SYNTHETIC, tiny_cfg
 
 
 @pytest.fixture
@@ -112,3 +119,54 @@ def test_every_upload_is_audited_as_sent(node):
         assert line["base_fingerprint"] == fingerprint.digest
         assert line["time"].endswith("+00:00")
     assert lines[0]["sha256"] != lines[1]["sha256"]  # each round's own upload
+
+
+def test_the_train_reply_carries_no_private_text_ifs_or_loss(tiny_model_dir, tmp_path, monkeypatch):
+    """The reply of the ClientApp's train handler, as serialised for the wire."""
+    private = examples(4)
+    data = tmp_path / "private.jsonl"
+    data.write_text(
+        "".join(
+            json.dumps({"instruction": e.instruction, "input": "", "output": e.output}) + "\n"
+            for e in private
+        )
+    )
+    monkeypatch.setattr(
+        client_mod,
+        "synthesize",
+        lambda rt, cfg, info, private, adapter: SynthResult(list(SYNTHETIC), attempts=5),
+    )
+    state_dir = tmp_path / "state"
+    node_config = {"data-path": str(data), "state-dir": str(state_dir)}  # the default policy
+    context = Context(4242, 7, node_config, RecordDict(), {})
+    cfg = tiny_cfg(method="fedpit", **{"fed.beta": 0.3, "model.name": str(tiny_model_dir)})
+    msg = message(cfg, get_runtime(cfg.model, cfg.lora).fingerprint)
+    reply = client_app.train(msg, context)
+
+    assert set(reply.content) == {ARRAYS, METRICS}
+    assert not reply.content.config_records and len(reply.content.array_records) == 1
+    counters = dict(reply.content[METRICS])
+    assert set(counters) == ALLOWED_COUNTERS
+    assert counters[NUM_EXAMPLES] == 4 and counters["synth-selected"] == 2
+    sent = record_to_state(reply.content[ARRAYS])
+    kept = load_file(str(run_dir(state_dir) / "adapters" / "upload" / "adapter_model.safetensors"))
+    assert set(sent) == set(kept) and all(torch.equal(sent[k], kept[k]) for k in kept)
+    # What the client knows and keeps: the texts, each candidate's IFS, its losses.
+    rows = [json.loads(x) for x in (run_dir(state_dir) / "synthetic" / "round-001.jsonl").open()]
+    assert [r["output"] for r in rows] == [c.output for c in SYNTHETIC]
+    (log,) = [json.loads(x) for x in (run_dir(state_dir) / "metrics.jsonl").open()]
+    private_numbers = [r["ifs"] for r in rows] + [log["loss-local"], log["loss-public"]]
+    # None of it is anywhere in the message as it goes on the wire.
+    wire = message_to_proto(reply).SerializeToString()
+    for text in [t for e in private + SYNTHETIC for t in (e.instruction, e.output)]:
+        assert text.encode() not in wire and text[:16].encode() not in wire, text
+    for value in private_numbers:
+        assert struct.pack("<d", value) not in wire, value
+        assert repr(value)[:7].encode() not in wire, value
+    names = [*reply.content, *counters, *sent]
+    assert not [n for n in names if "ifs" in n.lower() or "loss" in n.lower()]
+
+
+def run_dir(state_dir):
+    """A deployed node's private state for the run (run id 4242)."""
+    return state_dir / "runs" / "4242"

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from fedpit.config import default_flat, from_flat, load_toml, parse_overrides, to_flat
+from fedpit.config.load import default_flat, from_flat, load_toml, parse_overrides, to_flat
 from fedpit.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,7 +66,7 @@ def test_toml_files_nested_or_flat_and_overrides(tmp_path):
 
 
 def test_shipped_presets_parse():
-    from fedpit.sweep import load_sweep, plan
+    from fedpit.runs.sweep import load_sweep, plan
 
     for path in sorted((ROOT / "configs").glob("*.toml")):
         if "[sweep]" in path.read_text():

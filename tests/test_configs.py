@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from fedpit.cli import make_parser
-from fedpit.config import from_flat, load_toml
-from fedpit.sweep import load_sweep, plan, post_commands
+from fedpit.cli.main import make_parser
+from fedpit.config.load import from_flat, load_toml
+from fedpit.runs.sweep import load_sweep, plan, post_commands
 
 CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.toml"))
 
@@ -27,14 +27,14 @@ def test_config_is_valid(path: Path) -> None:
     assert cells
     parser = make_parser()
     for argv in post_commands(spec, cells[0]):
-        args = parser.parse_args(argv[3:])  # drop "python -m fedpit.cli"
+        args = parser.parse_args(argv[3:])  # drop "python -m fedpit"
         assert callable(args.func)
 
 
 def test_every_config_file_the_help_and_readme_name_exists() -> None:
     import re
 
-    from fedpit import cli
+    from fedpit.cli import main as cli
 
     root = Path(__file__).parents[1]
     text = cli.RUN_HELP + (root / "README.md").read_text()

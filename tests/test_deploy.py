@@ -16,8 +16,8 @@ from cryptography.hazmat.primitives.serialization import load_ssh_private_key
 from flwr.cli.supernode.register import try_load_public_key
 from flwr.common.config import parse_config_args
 
-from fedpit.cli import main
-from fedpit.config import from_flat, load_toml
+from fedpit.cli.main import main
+from fedpit.config.load import from_flat, load_toml
 from fedpit.data.load import load_examples
 from fedpit.deploy import (
     DeployError,
@@ -34,8 +34,8 @@ from fedpit.deploy import (
     write_examples,
 )
 from fedpit.deploy.processes import _alive
-from fedpit.policy import policy_for, write_policy
-from fedpit.rundir import read_jsonl
+from fedpit.privacy.policy import policy_for, write_policy
+from fedpit.runs.rundir import read_jsonl
 from tests.helpers import examples
 
 ROOT = Path(__file__).resolve().parents[1]

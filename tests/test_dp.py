@@ -8,17 +8,17 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM
 
-from fedpit.config import default_flat, from_flat
-from fedpit.dp import (
+from fedpit.config.load import default_flat, from_flat
+from fedpit.errors import ConfigError
+from fedpit.fed.strategy import RoundFailedError, build_strategy
+from fedpit.privacy.accounting import projected_epsilon
+from fedpit.privacy.allowlist import ALLOWED_COUNTERS
+from fedpit.privacy.dp import (
     UnclippedUpdateError,
     clip_update,
     epsilon_spent,
-    projected_epsilon,
     update_norm,
 )
-from fedpit.errors import ConfigError
-from fedpit.privacy import ALLOWED_COUNTERS
-from fedpit.strategy import RoundFailedError, build_strategy
 from tests.helpers import FakeGrid
 
 pytestmark = pytest.mark.usefixtures("flower_task")
@@ -273,8 +273,8 @@ def test_client_fixed_dp_run_clips_each_upload_and_records_epsilon(tiny_model_di
     from safetensors.torch import load_file
 
     from fedpit.adapters import PUBLIC, get_state, initial_state
-    from fedpit.cli import main
-    from fedpit.rundir import read_jsonl
+    from fedpit.cli.main import main
+    from fedpit.runs.rundir import read_jsonl
     from tests.helpers import tiny_runtime
     from tests.test_simulation import tiny_args, write_data
 

@@ -10,10 +10,11 @@ import time
 import pytest
 from safetensors.torch import load_file
 
-from fedpit.cli import _simulate, build_config, main
-from fedpit.rundir import create_run_dir, read_jsonl
-from fedpit.server_state import load_server_state
-from fedpit.strategy import RoundFailedError
+from fedpit.cli.main import _simulate, main
+from fedpit.config.load import build_config
+from fedpit.fed.server_state import load_server_state
+from fedpit.fed.strategy import RoundFailedError
+from fedpit.runs.rundir import create_run_dir, read_jsonl
 from tests.test_simulation import tiny_args, write_data
 
 FAST = ("method=fedavg", "eval.client-test-size=0")
@@ -86,7 +87,7 @@ def test_a_killed_server_resumes_to_the_uninterrupted_result(tiny_model_dir, tmp
     killed = tmp_path / "killed"
     log = (tmp_path / "killed.log").open("w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "fedpit.cli", *tiny_args(tiny_model_dir, data, killed, *extra)],
+        [sys.executable, "-m", "fedpit", *tiny_args(tiny_model_dir, data, killed, *extra)],
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,  # its own process group: the kill takes Ray's children too

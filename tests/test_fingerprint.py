@@ -5,7 +5,7 @@ import torch
 
 from fedpit.adapters import LOCAL, get_state, set_state
 from fedpit.errors import BaseModelMismatchError
-from fedpit.fingerprint import (
+from fedpit.lm.fingerprint import (
     BaseFingerprint,
     base_fingerprint,
     base_tensors,
@@ -14,8 +14,8 @@ from fedpit.fingerprint import (
     tokenizer_sha256,
     weights_sha256,
 )
-from fedpit.model import load_model
-from fedpit.prompts import make_prompt_format
+from fedpit.model.prompts import make_prompt_format
+from fedpit.model.resolve import load_model
 from tests.helpers import tiny_runtime
 
 

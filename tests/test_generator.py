@@ -1,8 +1,8 @@
 import torch
 
 from fedpit.adapters import LOCAL
-from fedpit.generation import GenerationSpec
-from fedpit.generator import _cut, make_generate_fn
+from fedpit.lm.batched_generation import _cut, make_generate_fn
+from fedpit.lm.generation import GenerationSpec
 from tests.helpers import tiny_runtime
 
 

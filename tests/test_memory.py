@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from fedpit.runtime import _libc
+from fedpit.lm.runtime import _libc
 
 ROLLUP = Path("/proc/self/smaps_rollup")
 
@@ -18,7 +18,7 @@ ROLLUP = Path("/proc/self/smaps_rollup")
 PROBE = r"""
 import json, re
 import torch
-from fedpit.runtime import release_memory
+from fedpit.lm.runtime import release_memory
 
 def anonymous_mb():
     text = open("/proc/self/smaps_rollup").read()

@@ -9,13 +9,13 @@ import pytest
 import torch
 from flwr.common import MessageType
 
-from fedpit import client_app
-from fedpit.audit import AUDIT_FILE
-from fedpit.client import RoundInfo, run_client_round
 from fedpit.errors import ConfigError
-from fedpit.policy import NodePolicy, PolicyError, check_train, policy_from_node_config
-from fedpit.records import METRICS
-from fedpit.runtime import get_runtime
+from fedpit.fed import client_app
+from fedpit.fed.client import RoundInfo, run_client_round
+from fedpit.fed.records import METRICS
+from fedpit.lm.runtime import get_runtime
+from fedpit.privacy.audit import AUDIT_FILE
+from fedpit.privacy.policy import NodePolicy, PolicyError, check_train, policy_from_node_config
 from tests import test_client_app
 from tests.helpers import examples, tiny_runtime
 from tests.test_client import start_state, tiny_cfg
@@ -182,7 +182,7 @@ def test_under_dp_nodes_with_different_n_k_send_identical_counters(tiny_model_di
 
 
 def test_a_written_policy_reads_back_and_allows_exactly_its_run(tmp_path):
-    from fedpit.policy import policy_for, write_policy
+    from fedpit.privacy.policy import policy_for, write_policy
 
     cfg = tiny_cfg(method="fedavg", **{"fed.rounds": 3, "eval.client-test-size": 2})
     path = write_policy(tmp_path / "policy.toml", policy_for(cfg))
@@ -201,7 +201,7 @@ def strict(constant: str) -> None:
 
 @pytest.fixture
 def no_candidates(monkeypatch):
-    from fedpit import client as client_mod
+    from fedpit.fed import client as client_mod
     from fedpit.synth.pipeline import SynthResult
 
     monkeypatch.setattr(
@@ -231,7 +231,7 @@ def test_a_degenerate_round_is_said_and_uploads_the_damped_update(
 
 
 def test_a_degenerate_round_can_be_skipped(tiny_model_dir, tmp_path, no_candidates):
-    from fedpit.client import SkippedRound
+    from fedpit.fed.client import SkippedRound
 
     rt = tiny_runtime(tiny_model_dir)
     cfg = tiny_cfg(**{"synth.on-empty": "skip"})

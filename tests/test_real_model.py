@@ -10,12 +10,12 @@ import pytest
 import torch
 
 from fedpit.adapters import LOCAL, PUBLIC, get_state, initial_state
-from fedpit.client import RoundInfo, run_client_round
-from fedpit.config import from_flat
-from fedpit.generation import GenerationSpec
-from fedpit.generator import make_generate_fn
-from fedpit.model import EMBEDDED_MODEL, prepare
-from fedpit.runtime import get_runtime
+from fedpit.config.load import from_flat
+from fedpit.fed.client import RoundInfo, run_client_round
+from fedpit.lm.batched_generation import make_generate_fn
+from fedpit.lm.generation import GenerationSpec
+from fedpit.lm.runtime import get_runtime
+from fedpit.model.resolve import EMBEDDED_MODEL, prepare
 from tests.helpers import examples
 
 pytestmark = pytest.mark.integration

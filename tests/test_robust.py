@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from fedpit.robust import bound_norms, poison, update_norm
+from fedpit.fed.robust import bound_norms, poison, update_norm
 
 G = {"w": np.zeros(4)}
 

@@ -2,8 +2,8 @@ import pytest
 import torch
 
 from fedpit.adapters import LOCAL
-from fedpit.batching import collate, encode_pair, per_example_nll
-from fedpit.scoring import common_prefix_length, response_nll, shared_prefix_logprobs
+from fedpit.lm.batching import collate, encode_pair, per_example_nll
+from fedpit.lm.scoring import common_prefix_length, response_nll, shared_prefix_logprobs
 from tests.helpers import tiny_runtime
 
 

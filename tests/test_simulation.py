@@ -6,9 +6,9 @@ import pytest
 import torch
 from peft import PeftModel
 
-from fedpit.cli import main
-from fedpit.model import load_model
-from fedpit.rundir import read_jsonl
+from fedpit.cli.main import main
+from fedpit.model.resolve import load_model
+from fedpit.runs.rundir import read_jsonl
 from tests.helpers import examples
 from tests.test_policy import strict
 
@@ -97,24 +97,36 @@ def test_fedpit_two_clients_two_rounds_under_flower(tiny_model_dir, tmp_path, ca
     assert all("synth-empty" in r["clients"] for r in rows[1:])
 
 
-def test_fedadam_runs_under_flower_and_moves_the_global_adapter(tiny_model_dir, tmp_path):
+def test_fedadam_under_flower_moves_the_global_adapter_by_the_adam_step(tiny_model_dir, tmp_path):
+    """One round: W_g¹ = W_g⁰ + η̂·m/(√v + τ) from the clients' own copies of their uploads."""
+    from safetensors.torch import load_file
+
+    from fedpit.adapters import initial_state
+
     run_dir = tmp_path / "adam"
-    assert (
-        main(
-            tiny_args(
-                tiny_model_dir,
-                write_data(tmp_path),
-                run_dir,
-                "method=fedadam",
-                "fed.server-lr=0.01",
-            )
-        )
-        == 0
-    )
+    extra = ("method=fedadam", "fed.server-lr=0.01", "fed.server-tau=0.002", "fed.rounds=1")
+    assert main(tiny_args(tiny_model_dir, write_data(tmp_path), run_dir, *extra)) == 0
     rows = read_jsonl(run_dir / "metrics.jsonl")
-    assert [r["round"] for r in rows] == [0, 1, 2]
+    assert [r["round"] for r in rows] == [0, 1]
     assert rows[1]["clients"]["synth-attempts"] == 0  # no self-generation in FedAdam
     assert json.loads((run_dir / "summary.json").read_text())["method"] == "fedadam"
+
+    got = load_file(str(run_dir / "global" / "adapter_model.safetensors"))
+    start = initial_state({k: v.float() for k, v in got.items()}, seed=0)  # the run's W_g⁰
+    sent = [
+        load_file(str(run_dir / "clients" / c / "adapters" / "upload" / "adapter_model.safetensors"))
+        for c in ("0", "1")
+    ]
+    weights = [read_jsonl(run_dir / "clients" / c / "audit.jsonl")[0]["num_examples"] for c in "01"]
+    assert weights == [4, 4]
+    b1, b2, eta, tau = 0.9, 0.99, 0.01, 0.002
+    scale = eta * (1 - b2**2) ** 0.5 / (1 - b1**2)  # bias-corrected for round 1
+    for k, w in start.items():
+        delta = (sent[0][k].double() + sent[1][k].double()) / 2 - w.double()
+        by_hand = w.double() + scale * (1 - b1) * delta / ((1 - b2) ** 0.5 * delta.abs() + tau)
+        torch.testing.assert_close(got[k].double(), by_hand, rtol=1e-4, atol=1e-6, msg=k)
+        if "lora_B" in k:  # W_g⁰'s B is zero: B is exactly what the round moved
+            assert float((by_hand - w).abs().mean()) > 1e-4
 
 
 @pytest.mark.parametrize("method", ["local", "local-selfgen", "centralized"])

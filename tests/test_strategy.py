@@ -2,12 +2,10 @@ import numpy as np
 import pytest
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Error, Message, MetricRecord, RecordDict
-from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
 
-from fedpit.config import from_flat
-from fedpit.privacy import ALLOWED_COUNTERS
-from fedpit.server_state import ServerState, load_server_state, save_server_state
-from fedpit.strategy import (
+from fedpit.config.load import from_flat
+from fedpit.fed.server_state import ServerState, load_server_state, save_server_state
+from fedpit.fed.strategy import (
     CLIENTS,
     FAILED,
     REJECTED,
@@ -15,6 +13,7 @@ from fedpit.strategy import (
     aggregate_counters,
     build_strategy,
 )
+from fedpit.privacy.allowlist import ALLOWED_COUNTERS
 from tests.helpers import FakeGrid
 
 pytestmark = pytest.mark.usefixtures("flower_task")
@@ -61,15 +60,53 @@ def strategy(method="fedavg", clients=3, **extra):
     return strat, seen
 
 
-def test_fedavg_weights_by_num_examples_against_numpy():
+@pytest.mark.parametrize("method", ["fedpit", "fedpit-v1", "fedavg-damped", "fedavg", "fedprox"])
+def test_our_server_averages_the_uploads_weighted_by_n_k(method):
+    strat, seen = strategy(method)
     rng = np.random.default_rng(0)
-    ups = [{"w": torch.tensor(rng.normal(size=(3, 2)), dtype=torch.float32)} for _ in range(3)]
+    ups = [{k: torch.tensor(rng.normal(size=v.shape)).float() for k, v in GLOBAL.items()} for _ in "abc"]
     ns = [16, 4, 12]
-    agg = aggregate_arrayrecords(
-        [reply(u, n) for u, n in zip(ups, ns, strict=True)], "num-examples"
+    msgs = configure(strat)
+    arrays, metrics = strat.aggregate_train(
+        1, [answer(m, u, n) for m, u, n in zip(msgs, ups, ns, strict=True)]
     )
-    expected = sum(n * u["w"].numpy() for u, n in zip(ups, ns, strict=True)) / sum(ns)
-    np.testing.assert_allclose(agg["w"].numpy(), expected, rtol=1e-6)
+    for key in GLOBAL:
+        by_hand = sum(n * u[key].double().numpy() for u, n in zip(ups, ns, strict=True)) / 32
+        np.testing.assert_allclose(arrays[key].numpy(), by_hand, rtol=1e-6, atol=1e-7)
+    assert metrics["num-examples"] == 32 and metrics[CLIENTS] == 3
+    ((server_round, saved, _),) = seen  # the round hook saves exactly the aggregate
+    assert server_round == 1 and all(
+        np.array_equal(saved[k].numpy(), arrays[k].numpy()) for k in GLOBAL
+    )
+
+
+def test_fedadam_moves_the_global_adapter_by_adam_steps_computed_by_hand():
+    """Two rounds of Reddi et al.'s FedAdam from the n_k-weighted mean delta, by hand."""
+    eta, tau, b1, b2 = 0.05, 0.02, 0.9, 0.99  # β₁, β₂: Flower's defaults, which FedPIT keeps
+    strat, seen = strategy("fedadam", 2, **{"fed.server-lr": eta, "fed.server-tau": tau})
+    rng = np.random.default_rng(1)
+    x = {k: rng.normal(size=v.shape) for k, v in GLOBAL.items()}
+    m = {k: np.zeros(v.shape) for k, v in GLOBAL.items()}
+    v = {k: np.zeros(s.shape) for k, s in GLOBAL.items()}
+    for server_round in (1, 2):
+        msgs = configure(strat, server_round, 2, arrays={k: torch.tensor(a) for k, a in x.items()})
+        ups = [{k: (a + rng.normal(0, 0.1, a.shape)).astype(np.float32) for k, a in x.items()}]
+        ups.append({k: (a - 0.3).astype(np.float32) for k, a in x.items()})
+        replies = [
+            answer(msg, {k: torch.tensor(a) for k, a in up.items()}, n)
+            for msg, up, n in zip(msgs, ups, (3, 1), strict=True)
+        ]
+        arrays, _ = strat.aggregate_train(server_round, replies)
+        scale = eta * np.sqrt(1 - b2 ** (server_round + 1)) / (1 - b1 ** (server_round + 1))
+        for k in x:
+            delta = (3 * ups[0][k].astype(np.float64) + ups[1][k]) / 4 - x[k]
+            m[k] = b1 * m[k] + (1 - b1) * delta
+            v[k] = b2 * v[k] + (1 - b2) * delta**2
+            by_hand = x[k] + scale * m[k] / (np.sqrt(v[k]) + tau)
+            np.testing.assert_allclose(arrays[k].numpy(), by_hand, rtol=1e-5, atol=1e-6)
+            assert np.abs(by_hand - x[k]).mean() > 1e-3  # steps far above the tolerance
+        x = {k: a.numpy() for k, a in arrays.items()}
+    assert [r for r, _, _ in seen] == [1, 2]
 
 
 def test_counters_are_summed_and_timings_averaged():

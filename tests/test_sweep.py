@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from fedpit.config import from_flat, parse_overrides
+from fedpit.cli.report import add_commands
+from fedpit.config.load import from_flat, parse_overrides
 from fedpit.errors import ConfigError
-from fedpit.report.commands import add_commands
-from fedpit.rundir import create_run_dir, write_json
-from fedpit.sweep import command, load_sweep, plan, run_sweep, subprocess_runner
+from fedpit.runs.rundir import create_run_dir, write_json
+from fedpit.runs.sweep import command, load_sweep, plan, run_sweep, subprocess_runner
 
 SWEEP = """\
 fed.rounds = 1
@@ -47,7 +47,7 @@ class FakeRunner:
         self.fail = fail
 
     def __call__(self, cmd: list[str], log: Path) -> int:
-        assert cmd[:4] == [sys.executable, "-m", "fedpit.cli", "run"]
+        assert cmd[:4] == [sys.executable, "-m", "fedpit", "run"]
         cfg = from_flat(parse_overrides(cmd[4:]))
         rd = create_run_dir(cfg)  # refuses a non-empty directory, as `fedpit run` does
         name = rd.root.name
@@ -79,7 +79,7 @@ def test_plan_varies_beta_only_for_fedpit(sweep_file: Path) -> None:
     assert [c.beta for c in cells] == [None, 0.0, 0.5, None, 0.0, 0.5]
     assert all(c.run_dir == spec.root / c.name for c in cells)
     cmd = command(cells[2], spec.base)
-    assert cmd[:4] == [sys.executable, "-m", "fedpit.cli", "run"]
+    assert cmd[:4] == [sys.executable, "-m", "fedpit", "run"]
     assert parse_overrides(cmd[4:]) == {
         "fed.rounds": "1",
         "data.examples-per-client": "4",
@@ -265,7 +265,7 @@ def test_a_cell_run_with_another_configuration_is_not_resumed(sweep_file: Path) 
 
 
 def test_remaining_time_counts_each_pending_cell_by_its_group() -> None:
-    from fedpit.sweep import Cell, group_of, remaining_seconds
+    from fedpit.runs.sweep import Cell, group_of, remaining_seconds
 
     def cell(method: str, beta: float | None, seed: int) -> Cell:
         return Cell(method, beta, seed, Path())
@@ -316,10 +316,10 @@ def test_a_failed_post_step_is_reported_and_retried(
     rows = run_sweep(load_sweep(path), runner)  # the next invocation retries it
     assert posts == ["attack", "eval"] and rows[0]["post_failed"] is None
     # The command's exit status and last lines say so.
-    import fedpit.sweep
+    import fedpit.runs.sweep
 
     failed_row = {"name": "fedavg-s0", "status": "done", "post_failed": "x.log"}
-    monkeypatch.setattr(fedpit.sweep, "run_sweep", lambda spec: [failed_row])
+    monkeypatch.setattr(fedpit.runs.sweep, "run_sweep", lambda spec: [failed_row])
     parser = argparse.ArgumentParser()
     add_commands(parser.add_subparsers())
     args = parser.parse_args(["sweep", str(path)])

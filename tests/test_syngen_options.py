@@ -8,15 +8,15 @@ import random
 import pytest
 import torch
 
-from fedpit import client as client_mod
 from fedpit.adapters import LOCAL, PUBLIC, get_state
-from fedpit.batching import IGNORE_INDEX, collate, encode_pair, per_example_nll
-from fedpit.client import RoundInfo, ifs_scores, run_client_round
 from fedpit.data.example import Example
-from fedpit.distill import teacher_targets, top_k_distribution
-from fedpit.generation import Generation, GenerationSpec
-from fedpit.prompts import make_prompt_format
-from fedpit.scoring import response_nll
+from fedpit.fed import client as client_mod
+from fedpit.fed.client import RoundInfo, ifs_scores, run_client_round
+from fedpit.lm.batching import IGNORE_INDEX, collate, encode_pair, per_example_nll
+from fedpit.lm.distill import teacher_targets, top_k_distribution
+from fedpit.lm.generation import Generation, GenerationSpec
+from fedpit.lm.scoring import response_nll
+from fedpit.model.prompts import make_prompt_format
 from fedpit.synth.pipeline import SynthResult, SynthSettings, generate_synthetic
 from tests.helpers import examples, tiny_runtime
 from tests.test_client import start_state, tiny_cfg

@@ -4,10 +4,10 @@ import pytest
 import torch
 
 from fedpit.adapters import LOCAL, get_state
-from fedpit.batching import IGNORE_INDEX, Encoded, encode_pair, micro_batches
-from fedpit.scoring import response_nll
-from fedpit.train import cosine_lr, train_adapter
-from tests.helpers import examples, tiny_runtime
+from fedpit.lm.batching import IGNORE_INDEX, Encoded, encode_pair, micro_batches
+from fedpit.lm.scoring import response_nll
+from fedpit.lm.train import cosine_lr, train_adapter
+from tests.helpers import by_name, examples, record_optimizer_steps, tiny_runtime
 
 
 def test_cosine_lr_reference_values():
@@ -53,31 +53,42 @@ def test_training_lowers_the_loss_on_its_data(tiny_model_dir):
     assert after < before
 
 
-def test_proximal_term_changes_the_update(tiny_model_dir):
-    def run(mu):
+def test_the_proximal_term_adds_mu_times_w_minus_anchor_to_each_gradient(
+    tiny_model_dir, monkeypatch
+):
+    """∇(μ/2·‖w − a‖²) = μ·(w − a), on a hand-made offset w − a (one step, no clipping)."""
+    runs = record_optimizer_steps(monkeypatch)
+    mu = 0.3
+
+    def first_step(proximal_mu):
         rt = tiny_runtime(tiny_model_dir)
-        enc = [encode_pair(rt.tokenizer, rt.fmt.prompt(e), e.output, 64) for e in examples(4)]
-        torch.manual_seed(0)
+        enc = [encode_pair(rt.tokenizer, rt.fmt.prompt(e), e.output, 64) for e in examples(2)]
+        lora = {n: p for n, p in rt.model.named_parameters() if f"lora_A.{LOCAL}." in n}
+        lora |= {n: p for n, p in rt.model.named_parameters() if f"lora_B.{LOCAL}." in n}
+        offset = {n: torch.linspace(-1.0, 2.0, p.numel()).reshape(p.shape) for n, p in lora.items()}
+        anchor = {n: p.detach() - offset[n] for n, p in lora.items()}
         train_adapter(
             rt.model,
             LOCAL,
             enc,
             lr=5e-2,
-            epochs=3,
+            epochs=1,
             batch_size=2,
             pad_id=rt.tokenizer.pad_token_id,
             seed=0,
-            proximal_mu=mu,
+            max_grad_norm=0.0,
+            proximal_mu=proximal_mu,
+            anchor=anchor,
         )
-        return get_state(rt.model, LOCAL)
+        (step,) = runs[-1]
+        return by_name(rt.model, step), offset
 
-    plain, prox, plain_again = run(0.0), run(50.0), run(0.0)
-    assert all(torch.equal(plain[k], plain_again[k]) for k in plain)
-    assert any(not torch.allclose(plain[k], prox[k]) for k in plain)
-    # The proximal pull keeps the update closer to the starting point.
-    start = get_state(tiny_runtime(tiny_model_dir).model, LOCAL)
-    dist = lambda s: sum(((s[k] - start[k]) ** 2).sum() for k in s)  # noqa: E731
-    assert dist(prox) < dist(plain)
+    plain, _ = first_step(0.0)
+    prox, offset = first_step(mu)
+    assert set(prox) == set(offset)  # every LoRA tensor of the adapter, nothing else
+    for name, (w, grad) in prox.items():
+        assert torch.equal(w, plain[name][0])
+        torch.testing.assert_close(grad - plain[name][1], mu * offset[name], atol=1e-6, rtol=1e-5)
 
 
 def test_micro_batches_give_the_same_update_as_one_batch(tiny_model_dir):

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from fedpit.privacy import ALLOWED_COUNTERS
-from fedpit.validation import check_arrays, check_metrics, check_update
+from fedpit.fed.validation import check_arrays, check_metrics, check_update
+from fedpit.privacy.allowlist import ALLOWED_COUNTERS
 
 A = "base_model.model.layers.0.q_proj.lora_A.weight"
 B = "base_model.model.layers.0.q_proj.lora_B.weight"

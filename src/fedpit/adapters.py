@@ -18,7 +18,7 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
 from safetensors.torch import save_file
 
-from fedpit.config import LoraSettings
+from fedpit.config.schema import LoraSettings
 
 LOCAL = "local"
 PUBLIC = "public"
@@ -104,7 +104,7 @@ def mix(
 ) -> State:
     """W_a = β·W_l + (1−β)·W_s, element-wise on every LoRA tensor (A and B separately).
 
-    Decision (DESIGN.md §2): the factors are mixed separately, as FedAvg on LoRA does.
+    Decision (docs/decisions.md): the factors are mixed separately, as FedAvg on LoRA does.
     """
     if not 0.0 <= beta <= 1.0:
         raise ValueError(f"beta = {beta} is outside [0, 1]")

@@ -63,9 +63,9 @@ def test_too_many_canaries_is_an_error() -> None:
 def test_attack_config_plants_canaries_in_the_chosen_client_only(tmp_path):
     import json
 
-    from fedpit.config import from_flat
+    from fedpit.config.load import from_flat
     from fedpit.data.canary import is_canary
-    from fedpit.run_data import run_data_for
+    from fedpit.data.prepare import run_data_for
 
     data = tmp_path / "d.jsonl"
     data.write_text(

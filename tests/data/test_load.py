@@ -207,8 +207,8 @@ def test_hub_loader_maps_rows_and_wraps_failures(monkeypatch):
 
 def test_a_plain_alpaca_file_runs_with_the_default_partition(tmp_path):
     """No ``source`` column: the default natural partition falls back to iid, and says so."""
-    from fedpit.config import from_flat
-    from fedpit.run_data import load_run_data
+    from fedpit.config.load import from_flat
+    from fedpit.data.prepare import load_run_data
 
     path = tmp_path / "mine.json"
     rows = [

@@ -11,18 +11,18 @@ from pathlib import Path
 
 import pytest
 
-import fedpit.run_data
+import fedpit.data.prepare
 from fedpit.adapters import LOCAL, get_state, save_adapter
-from fedpit.batching import encode_pair
-from fedpit.config import from_flat
+from fedpit.cli.attack import add_commands
+from fedpit.config.load import from_flat
 from fedpit.data.canary import CANARY_KEY, is_canary, make_canaries, plant
-from fedpit.eval import attack
-from fedpit.eval.commands_attack import add_commands
-from fedpit.eval.targets import activate, load_runtime, resolve_target
-from fedpit.generation import Generation, GenerationSpec
-from fedpit.rundir import RunDir, append_jsonl, create_run_dir
-from fedpit.scoring import response_nll
-from fedpit.train import train_adapter
+from fedpit.eval.attack import runner as attack
+from fedpit.eval.attack.targets import activate, load_runtime, resolve_target
+from fedpit.lm.batching import encode_pair
+from fedpit.lm.generation import Generation, GenerationSpec
+from fedpit.lm.scoring import response_nll
+from fedpit.lm.train import train_adapter
+from fedpit.runs.rundir import RunDir, append_jsonl, create_run_dir
 
 # --- a fake run on the tiny model ------------------------------------------------------
 
@@ -72,7 +72,7 @@ def run_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     )
     rd = create_run_dir(cfg)
     _, rt = load_runtime(rd.root)
-    split = fedpit.run_data.run_data_for(cfg).split
+    split = fedpit.data.prepare.run_data_for(cfg).split
     members = [e for client in split.clients for e in client]
     encoded = [
         encode_pair(rt.tokenizer, rt.fmt.prompt(e), e.output + rt.fmt.end_text, 96) for e in members
@@ -97,20 +97,20 @@ def run_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> P
 def with_canaries(monkeypatch: pytest.MonkeyPatch) -> list:
     """Plant two canaries in client 0's data, as the run's data loading does."""
     canaries = make_canaries(2, seed=5)
-    real = fedpit.run_data.load_run_data
+    real = fedpit.data.prepare.load_run_data
 
     def planted(*args, **kwargs):  # type: ignore[no-untyped-def]
         rd = real(*args, **kwargs)
         clients = [plant(rd.split.clients[0], canaries), *rd.split.clients[1:]]
         return dataclasses.replace(rd, split=dataclasses.replace(rd.split, clients=clients))
 
-    monkeypatch.setattr(fedpit.run_data, "load_run_data", planted)
+    monkeypatch.setattr(fedpit.data.prepare, "load_run_data", planted)
     return canaries
 
 
 def test_fake_generation_scores_and_result_file(run_dir: Path, with_canaries: list) -> None:
     cfg, rt = load_runtime(run_dir)
-    split = fedpit.run_data.run_data_for(cfg).split
+    split = fedpit.data.prepare.run_data_for(cfg).split
     member_answers = {rt.fmt.prompt(e): e.output for c in split.clients for e in c}
     seen: list[GenerationSpec] = []
 
@@ -190,7 +190,7 @@ def test_unknown_target_is_a_config_error(run_dir: Path) -> None:
 
 
 def test_loss_only_attack_skips_extraction_but_keeps_mia(run_dir):
-    from fedpit.eval.attack import run_attack
+    from fedpit.eval.attack.runner import run_attack
 
     calls = []
 
@@ -240,7 +240,7 @@ def base_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_base_attack_is_computed_once_per_split_and_equals_a_fresh_one(
     run_dir: Path, with_canaries: list, base_cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import fedpit.generator
+    import fedpit.lm.batched_generation
 
     monkeypatch.setenv("FEDPIT_NO_BASE_CACHE", "1")
     fresh = attack.run_attack(run_dir, "base", limit=4, max_new_tokens=8, reference_secrets=5)
@@ -249,7 +249,7 @@ def test_base_attack_is_computed_once_per_split_and_equals_a_fresh_one(
     generated: list[int] = []
     scored: list[int] = []
     real_make, real_losses, real_canaries = (
-        fedpit.generator.make_generate_fn,
+        fedpit.lm.batched_generation.make_generate_fn,
         attack._losses,
         attack._canary_logprobs,
     )
@@ -258,7 +258,7 @@ def test_base_attack_is_computed_once_per_split_and_equals_a_fresh_one(
         inner = real_make(*args, **kwargs)
         return lambda prompts, spec: generated.append(len(prompts)) or inner(prompts, spec)
 
-    monkeypatch.setattr(fedpit.generator, "make_generate_fn", make)
+    monkeypatch.setattr(fedpit.lm.batched_generation, "make_generate_fn", make)
     monkeypatch.setattr(attack, "_losses", lambda *a: scored.append(1) or real_losses(*a))
     monkeypatch.setattr(
         attack, "_canary_logprobs", lambda *a: scored.append(2) or real_canaries(*a)

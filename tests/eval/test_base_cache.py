@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from fedpit.eval import base_cache
-from fedpit.generation import Generation, GenerationSpec
-from fedpit.runtime import Runtime
+from fedpit.lm.generation import Generation, GenerationSpec
+from fedpit.lm.runtime import Runtime
 
 
 @dataclass(frozen=True)
@@ -91,8 +91,8 @@ def test_base_generate_replays_texts_and_finished_flags(on: Path) -> None:
 
 
 def test_the_key_includes_the_real_base_fingerprint(tiny_model_dir: Path, on: Path) -> None:
-    from fedpit.config import from_flat
-    from fedpit.runtime import get_runtime
+    from fedpit.config.load import from_flat
+    from fedpit.lm.runtime import get_runtime
 
     cfg = from_flat({"model.name": str(tiny_model_dir)})
     rt: Runtime = get_runtime(cfg.model, cfg.lora)

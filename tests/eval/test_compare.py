@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from fedpit.errors import DataError
-from fedpit.eval import compare, mia
+from fedpit.eval import compare
+from fedpit.eval.attack import mia
 
 MEMBERS = [0.2, 0.4, 0.9, 1.1, 0.3]  # losses
 NON_MEMBERS = [1.5, 0.8, 1.9, 2.2]

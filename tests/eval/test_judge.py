@@ -14,7 +14,14 @@ from pathlib import Path
 import pytest
 
 from fedpit.errors import ConfigError, FedPITError
-from fedpit.eval.judge import (
+from fedpit.eval.judge.backends import (
+    add_judge_arguments,
+    chat_completions_url,
+    hf_backend,
+    make_backend,
+    openai_chat_backend,
+)
+from fedpit.eval.judge.judge import (
     CRITERIA,
     RETRY_PROMPT,
     STATUS_FAILED,
@@ -24,13 +31,6 @@ from fedpit.eval.judge import (
     judge_pairs,
     parse_scores,
     wrong_answers,
-)
-from fedpit.eval.judge_backends import (
-    add_judge_arguments,
-    chat_completions_url,
-    hf_backend,
-    make_backend,
-    openai_chat_backend,
 )
 from tests.helpers import tiny_runtime
 

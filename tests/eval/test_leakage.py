@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from fedpit.eval import leakage
+from fedpit.eval.attack import leakage
 from fedpit.eval.metrics import longest_common_substring_tokens
 
 WORDS: dict[str, int] = {}

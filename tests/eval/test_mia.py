@@ -7,8 +7,8 @@ import math
 
 import pytest
 
-from fedpit.eval import mia
-from fedpit.eval.mia import auc, calibrated_scores, canary_rank, exposure, loss_scores
+from fedpit.eval.attack import mia
+from fedpit.eval.attack.mia import auc, calibrated_scores, canary_rank, exposure, loss_scores
 
 
 def mann_whitney(members: list[float], non_members: list[float]) -> float:

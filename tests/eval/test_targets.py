@@ -1,9 +1,9 @@
 import pytest
 
-from fedpit.config import from_flat
+from fedpit.config.load import from_flat
 from fedpit.errors import ConfigError
-from fedpit.eval.targets import resolve_target
-from fedpit.rundir import create_run_dir
+from fedpit.eval.attack.targets import resolve_target
+from fedpit.runs.rundir import create_run_dir
 
 
 def test_targets_map_to_the_runs_adapter_directories(tmp_path):
@@ -30,7 +30,7 @@ def test_targets_map_to_the_runs_adapter_directories(tmp_path):
 
 
 def test_final_targets_are_global_else_each_clients_own_model(tmp_path):
-    from fedpit.eval.targets import default_targets, final_targets
+    from fedpit.eval.attack.targets import default_targets, final_targets
 
     def adapter(path):
         path.mkdir(parents=True)

@@ -12,17 +12,17 @@ from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from fedpit.adapters import PUBLIC, get_state, initial_state, save_adapter
-from fedpit.config import from_flat
+from fedpit.cli.evaluate import add_commands
+from fedpit.config.load import from_flat
 from fedpit.data.example import Example
+from fedpit.data.prepare import run_data_for
 from fedpit.errors import ConfigError, DataError, FedPITError
 from fedpit.eval import utility
-from fedpit.eval.commands_utility import add_commands
-from fedpit.eval.targets import activate, load_runtime, resolve_target
-from fedpit.generation import GenerationSpec
-from fedpit.generator import make_generate_fn
-from fedpit.model import load_model, load_tokenizer
-from fedpit.run_data import run_data_for
-from fedpit.rundir import create_run_dir
+from fedpit.eval.attack.targets import activate, load_runtime, resolve_target
+from fedpit.lm.batched_generation import make_generate_fn
+from fedpit.lm.generation import GenerationSpec
+from fedpit.model.resolve import load_model, load_tokenizer
+from fedpit.runs.rundir import create_run_dir
 from fedpit.synth.rouge import rouge_l
 from tests.helpers import examples
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fedpit.config import from_flat
-from fedpit.rundir import append_jsonl, create_run_dir, write_json
+from fedpit.config.load import from_flat
+from fedpit.runs.rundir import append_jsonl, create_run_dir, write_json
 
 SEEDS = (0, 1)
 BETAS = (0.0, 0.5, 1.0)

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from fedpit.config import from_flat
+from fedpit.config.load import from_flat
 from fedpit.report.collect import collect_runs
 from fedpit.report.matched import matched_rows, table
 from fedpit.report.paired import control_rows
 from fedpit.report.render import render
-from fedpit.rundir import append_jsonl, create_run_dir, write_json
+from fedpit.runs.rundir import append_jsonl, create_run_dir, write_json
 
 N = 4  # members, non-members and test examples
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from matplotlib.image import imread
 
+from fedpit.cli.report import add_commands
 from fedpit.errors import DataError, FedPITError
 from fedpit.report.collect import collect_runs, load_run, mean_std
-from fedpit.report.commands import add_commands
 from fedpit.report.plots import frontier_points, leakage_by_round, utility_metric
 from fedpit.report.render import mixed_rows, render
 from tests.report import write_grid, write_run
@@ -276,7 +276,7 @@ def test_finished_only_leaves_out_running_cells(tmp_path: Path, capsys) -> None:
 
 
 def test_table_note_gives_the_sampling_error_of_the_auc(report_dir: Path) -> None:
-    from fedpit.eval.mia import auc_standard_error
+    from fedpit.eval.attack.mia import auc_standard_error
     from tests.report import BASE_VALUES, SEEDS, values
 
     aucs = [values(m, b, s)[1] for m, b in BASE_VALUES for s in SEEDS]

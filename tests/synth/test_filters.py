@@ -4,7 +4,7 @@ import pytest
 
 from fedpit.data.example import Example
 from fedpit.errors import ConfigError
-from fedpit.generation import Generation
+from fedpit.lm.generation import Generation
 from fedpit.synth import filters as f
 from fedpit.synth.rouge import max_rouge_l, rouge_l
 
@@ -12,7 +12,7 @@ LOCAL = ["What is (are) Poland syndrome ?", "What are the symptoms of Gout ?"]
 
 
 def test_rouge_l_on_templated_questions() -> None:
-    # FACTS.md: one word differs out of five tokens → F = 0.8.
+    # Hand-computed: one word differs out of five tokens → F = 0.8.
     assert rouge_l("What is (are) Down Syndrome ?", LOCAL[0]) == pytest.approx(0.8)
     assert max_rouge_l("What is (are) Down Syndrome ?", LOCAL) == pytest.approx(0.8)
     assert max_rouge_l("anything", []) == 0.0

@@ -8,8 +8,8 @@ import pytest
 
 from fedpit.data.example import Example
 from fedpit.errors import ConfigError
-from fedpit.generation import Generation, GenerationSpec
-from fedpit.prompts import PromptFormat
+from fedpit.lm.generation import Generation, GenerationSpec
+from fedpit.model.prompts import PromptFormat
 from fedpit.synth import filters as f
 from fedpit.synth.instructions import HEADER
 from fedpit.synth.pipeline import SynthSettings, generate_synthetic

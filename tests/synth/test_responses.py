@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from fedpit.data.example import Example
-from fedpit.prompts import PromptFormat
+from fedpit.model.prompts import PromptFormat
 from fedpit.synth.responses import response_prompt, response_spec, truncate_words
 
 

@@ -1,7 +1,7 @@
 import random
 
-from fedpit.generation import Generation
-from fedpit.prompts import PromptFormat
+from fedpit.lm.generation import Generation
+from fedpit.model.prompts import PromptFormat
 from fedpit.synth.pipeline import SynthSettings, generate_synthetic
 from fedpit.synth.responses import trim_to_sentence
 from tests.helpers import examples

@@ -4,10 +4,10 @@ import random
 
 import pytest
 
-from fedpit.config import from_flat
+from fedpit.config.load import from_flat
 from fedpit.data.example import Example
 from fedpit.errors import ConfigError
-from fedpit.privacy import ALLOWED_COUNTERS, SPAN_BLOCKED, check_counters, upload_metrics
+from fedpit.privacy.allowlist import ALLOWED_COUNTERS, SPAN_BLOCKED, check_counters, upload_metrics
 from fedpit.synth import filters as f
 from fedpit.synth.pipeline import SynthSettings, generate_synthetic
 from fedpit.synth.spans import SpanGuard, first_shared_span, spans, word_tokens

@@ -2,7 +2,7 @@
 
 Decision: over-long examples are truncated with a warning, not refused. Training cuts
 the end of the response (and, when the prompt alone would leave less than a quarter of
-the budget, the start of the prompt; see :func:`fedpit.batching.encode_pair`). MedQuAD
+the budget, the start of the prompt; see :func:`fedpit.lm.batching.encode_pair`). MedQuAD
 answers often run past the default budget of 256 tokens, so refusing them would drop a
 large share of every client's few examples; cutting them silently would hide that the
 model never sees their endings. The run therefore says how many were cut, before it

@@ -53,7 +53,7 @@ def _secret(rng: random.Random) -> str:
 def canary_format(seed: int) -> Callable[[random.Random], str]:
     """A drawer of random responses in the format of ``make_canaries(·, seed)``.
 
-    The reference sequences of :func:`fedpit.eval.mia.exposure`: same wording, a fresh
+    The reference sequences of :func:`fedpit.eval.attack.mia.exposure`: same wording, a fresh
     random secret.
     """
     template = _template(seed)

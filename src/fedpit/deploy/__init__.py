@@ -15,11 +15,10 @@ package provides what a trial of it needs:
 Modules: ``credentials`` (certificates and node keys), ``nodes`` (each node's data and
 node configuration), ``processes`` (ports, executables, process trees), ``flwr_cli`` (the
 ``flwr`` CLI's connection and commands), ``federation`` (:class:`LocalFederation`),
-``local`` (:func:`run_local_federation`: one job, start to summary) and ``commands``
-(``fedpit certs | node-key | federation local``).
+and ``local`` (:func:`run_local_federation`: one job, start to summary). The
+commands ``fedpit certs | node-key | federation local`` live in :mod:`fedpit.cli.deploy`.
 """
 
-from fedpit.deploy.commands import add_commands
 from fedpit.deploy.credentials import make_node_keys, make_test_certificates
 from fedpit.deploy.errors import DeployError
 from fedpit.deploy.federation import LocalFederation
@@ -31,7 +30,6 @@ __all__ = [
     "DeployError",
     "LocalFederation",
     "NodeSpec",
-    "add_commands",
     "check_not_packed",
     "descendants",
     "https_open",

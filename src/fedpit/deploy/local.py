@@ -17,12 +17,12 @@ from fedpit.deploy.credentials import make_test_certificates
 from fedpit.deploy.errors import DeployError
 from fedpit.deploy.federation import LocalFederation, RunResult
 from fedpit.deploy.nodes import NodeSpec, check_not_packed, find_app_dir, split_to_nodes
-from fedpit.policy import policy_for, write_policy
+from fedpit.privacy.policy import policy_for, write_policy
 
 
 def run_config_for(cfg: Any) -> dict[str, Any]:
     """The Flower run configuration of ``cfg``: the keys that differ from the defaults."""
-    from fedpit.config import default_flat, to_flat
+    from fedpit.config.load import default_flat, to_flat
 
     defaults = default_flat()
     return {k: v for k, v in to_flat(cfg).items() if v != defaults.get(k) or k == "run-dir"}
@@ -45,7 +45,7 @@ def run_local_federation(
     """Run ``cfg`` on a loopback deployment: SuperLink, one SuperNode per client, ``flwr run``.
 
     Args:
-        cfg: The run's :class:`~fedpit.config.RunConfig` (a federated method).
+        cfg: The run's :class:`~fedpit.config.schema.RunConfig` (a federated method).
         work_dir: Where certificates, keys, node directories, logs and (unless
             ``run-dir`` is set) the server's run directory ``server/`` go.
         nodes: The nodes' data; by default each client's share of the run's data split
@@ -77,7 +77,7 @@ def run_local_federation(
     work.mkdir(parents=True, exist_ok=True)
     nodes = list(nodes) if nodes is not None else split_to_nodes(cfg, work / "nodes")
     # One person plays every node here: each node gets a policy allowing exactly this
-    # run's configuration (a real node operator writes their own; see fedpit.policy).
+    # run's configuration (a real node operator writes their own; see fedpit.privacy.policy).
     nodes = [
         n
         if n.policy_path is not None

@@ -29,7 +29,7 @@ class NodeSpec:
         test_path: Its private held-out examples for federated evaluation
             (``test-path``), or ``None``.
         policy_path: Its privacy policy file (``policy-file``, see
-            :mod:`fedpit.policy`), or ``None`` for the safe default policy.
+            :mod:`fedpit.privacy.policy`), or ``None`` for the safe default policy.
     """
 
     client_id: int
@@ -79,7 +79,7 @@ def split_to_nodes(cfg: Any, directory: Path) -> list[NodeSpec]:
     state goes to ``directory/<i>/state``. For trying a deployment on one machine: real
     data owners bring their own files.
     """
-    from fedpit.run_data import run_data_for
+    from fedpit.data.prepare import run_data_for
 
     split = run_data_for(cfg).split
     nodes = []

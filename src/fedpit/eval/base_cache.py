@@ -26,15 +26,20 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, TypeVar
 
-from fedpit.generation import GenerateFn, Generation, GenerationSpec
-from fedpit.model import default_cache_dir
-from fedpit.rundir import write_json
-from fedpit.runtime import Runtime
+from fedpit.lm.generation import GenerateFn, Generation, GenerationSpec
+from fedpit.lm.runtime import Runtime
+from fedpit.model.resolve import default_cache_dir
+from fedpit.runs.rundir import write_json
 
 OFF_ENV = "FEDPIT_NO_BASE_CACHE"
 FOLDER = "base-outputs"
 # The modules whose code decides the cached values.
-SOURCES = ("fedpit.generation", "fedpit.generator", "fedpit.scoring", "fedpit.batching")
+SOURCES = (
+    "fedpit.lm.generation",
+    "fedpit.lm.batched_generation",
+    "fedpit.lm.scoring",
+    "fedpit.lm.batching",
+)
 
 T = TypeVar("T")
 

@@ -51,7 +51,7 @@ Rows = dict[tuple[str, str], dict[str, Any]]
 
 def rows_path(run_dir: Path, target: str) -> Path:
     """The attack rows of ``target``: the full ones, else their numbers-only copy."""
-    from fedpit.eval.attack import result_path  # the model stack: only when comparing
+    from fedpit.eval.attack.runner import result_path  # the model stack: only when comparing
 
     full = result_path(run_dir, target).with_suffix(".jsonl")
     numbers = full.with_suffix(SCORES)
@@ -118,7 +118,7 @@ ATTACKS = (("auc", False, "MIA AUC"), ("auc_calibrated", True, "MIA AUC calibrat
 
 def compare(a: Rows, b: Rows, resamples: int = 2000, seed: int = 0) -> dict[str, Any]:
     """Paired comparison of two runs' attack rows (same examples required)."""
-    from fedpit.eval import mia
+    from fedpit.eval.attack import mia
 
     members, non_members = example_keys(a, b)
     out: dict[str, Any] = {"n_members": len(members), "n_non_members": len(non_members)}
@@ -149,9 +149,9 @@ def compare_mean(
     """Mean AUC difference A − B over ``pairs`` of runs, each pair on its own examples.
 
     Pairs attacked on the same examples share the bootstrap's resampling (see
-    :func:`fedpit.eval.mia.mean_paired_auc_difference`).
+    :func:`fedpit.eval.attack.mia.mean_paired_auc_difference`).
     """
-    from fedpit.eval import mia
+    from fedpit.eval.attack import mia
 
     keys = [example_keys(a, b) for a, b in pairs]
     distinct: list[tuple[list[tuple[str, str]], list[tuple[str, str]]]] = []
@@ -205,7 +205,7 @@ def load_curves(run_dir: Path) -> tuple[Curve, Curve] | None:
     import numpy as np
 
     from fedpit.eval.frontier import Curve
-    from fedpit.rundir import RunDir, read_jsonl
+    from fedpit.runs.rundir import RunDir, read_jsonl
 
     def curve(calibrated: bool) -> Curve:
         return Curve(

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fedpit.eval.mia import mw_auc
+from fedpit.eval.attack.mia import mw_auc
 
 
 def leakage_at(

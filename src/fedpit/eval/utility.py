@@ -17,16 +17,16 @@ import numpy as np
 from fedpit import jsonio
 from fedpit.data.example import Example
 from fedpit.data.load import load_examples
+from fedpit.data.prepare import run_data_for
 from fedpit.data.sources import DATA_DIR_ENV, find_data_file
 from fedpit.errors import DataError
+from fedpit.eval.attack.targets import BASE, GLOBAL, Target, activate, run_config
 from fedpit.eval.base_cache import base_generate
 from fedpit.eval.metrics import Embed, rouge_l, semantic_similarity, token_f1
-from fedpit.eval.targets import BASE, GLOBAL, Target, activate, run_config
-from fedpit.generation import GenerationSpec
-from fedpit.generator import make_generate_fn
-from fedpit.run_data import run_data_for
-from fedpit.rundir import RunDir, write_atomic, write_json
-from fedpit.runtime import Runtime
+from fedpit.lm.batched_generation import make_generate_fn
+from fedpit.lm.generation import GenerationSpec
+from fedpit.lm.runtime import Runtime
+from fedpit.runs.rundir import RunDir, write_atomic, write_json
 
 HELDOUT = "heldout"
 MEDINSTRUCT = "medinstruct"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from fedpit.eval.compare import SCORES, numbers_only
 from fedpit.report.collect import RunRecord
-from fedpit.rundir import write_atomic
+from fedpit.runs.rundir import write_atomic
 
 TOP_FILES = ("config.toml", "summary.json", "metrics.jsonl")
 SUMMARY_DIRS = ("eval", "attack")  # only their *.json summaries, never the .jsonl rows

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fedpit.config import BETA_METHODS, RunConfig
+from fedpit.config.schema import BETA_METHODS, RunConfig
 from fedpit.errors import DataError, FedPITError
-from fedpit.eval.targets import run_config
-from fedpit.rundir import RunDir, read_jsonl
+from fedpit.eval.attack.targets import run_config
+from fedpit.runs.rundir import RunDir, read_jsonl
 
 GLOBAL, BASE = "global", "base"
 METHOD_ORDER = (

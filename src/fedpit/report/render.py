@@ -14,8 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from fedpit.config import to_flat
-from fedpit.eval import mia
+from fedpit.config.load import to_flat
+from fedpit.eval.attack import mia
 from fedpit.report import matched, paired, plots
 from fedpit.report.collect import RunRecord, by_group, mean_std
 

@@ -11,10 +11,11 @@ import re
 from collections.abc import Sequence
 from typing import Protocol
 
+from fedpit.config.schema import NOVELTY_CHECKS
 from fedpit.data.example import Example
 from fedpit.errors import ConfigError
-from fedpit.generation import Generation
-from fedpit.prompts import ALPACA
+from fedpit.lm.generation import Generation
+from fedpit.model.prompts import ALPACA
 from fedpit.synth.rouge import max_rouge_l
 from fedpit.synth.templates import normalize_entity, parse_question
 
@@ -45,7 +46,6 @@ RESPONSE_REASONS: tuple[str, ...] = (
     RESPONSE_EMPTY, UNFINISHED, NEW_SECTION, RESPONSE_SHORT, DEGENERATE,
 )  # fmt: skip
 
-NOVELTY_CHECKS = ("rouge", "focus")
 
 _REFUSAL_PREFIXES = (
     "as a ", "as an ", "as your ", "sorry", "i'm sorry", "i am sorry", "i cannot",
@@ -180,7 +180,7 @@ class RougeNovelty:
 class FocusNovelty:
     """Reject a templated question whose (entity, question type) is already known.
 
-    FACTS.md: on MedQuAD's templated questions ROUGE-L rejects a new disease asked the
+    Measured on MedQuAD's templated questions: ROUGE-L rejects a new disease asked the
     same way and accepts a reworded copy; the (entity, qtype) pair gets both right.
     Questions that match no template fall back to the ROUGE-L rule.
     """

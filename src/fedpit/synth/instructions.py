@@ -1,6 +1,6 @@
 """The instruction phase: a Self-Instruct prompt over local questions, and its parser.
 
-Layout (FACTS.md, the best one found with the default model; plain text, no chat
+Layout (the best one found with the default model; plain text, no chat
 template, which made the model copy a shown question)::
 
     Come up with a series of tasks:
@@ -20,7 +20,7 @@ import re
 from collections.abc import Sequence
 
 from fedpit.data.example import Example
-from fedpit.generation import GenerationSpec
+from fedpit.lm.generation import GenerationSpec
 from fedpit.synth.filters import looks_like_refusal
 from fedpit.synth.templates import parse_question
 

@@ -14,13 +14,12 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from fedpit.config.schema import SynthSettings
 from fedpit.data.example import Example
-from fedpit.errors import ConfigError
-from fedpit.generation import GenerateFn, Generation, GenerationSpec
-from fedpit.prompts import PromptFormat
+from fedpit.lm.generation import GenerateFn, Generation, GenerationSpec
+from fedpit.model.prompts import PromptFormat
 from fedpit.synth.filters import (
     FORMAT,
-    NOVELTY_CHECKS,
     REFUSAL,
     REJECTION_REASONS,
     RESPONSE_REASONS,
@@ -40,111 +39,6 @@ from fedpit.synth.responses import response_prompt, response_spec, trim_to_sente
 from fedpit.synth.spans import SpanGuard
 
 SYNTHETIC_META = {"synthetic": "true"}
-SELECTIONS = ("ifs", "random")
-ON_EMPTY = ("damped", "skip")
-
-
-@dataclass(frozen=True)
-class SynthSettings:
-    """SynGen settings (run-config section ``synth``); defaults from FACTS.md.
-
-    Attributes:
-        attempts: Instruction prompts per round (candidates before filtering).
-        keep: M, the candidates kept after IFS selection (the lowest scores).
-        novelty: Instruction novelty check, ``focus`` (entity + question type) or
-            ``rouge`` (the paper's ROUGE-L rule).
-        novelty_threshold: ROUGE-L above which an instruction is not novel.
-        copy_threshold: ROUGE-L to a local example above which a candidate is dropped.
-        max_copied_span: A candidate sharing this many consecutive words with a private
-            example is dropped (the verbatim-span guard; 0 = off).
-        format_retries: Response generations per instruction before dropping it.
-        instruction_demos: Local questions shown in the instruction prompt.
-        response_demos: Local examples shown in the response prompt.
-        demo_answer_words: Demonstration answers are cut to about this many words.
-        max_instruction_tokens: New-token limit of the instruction phase.
-        max_response_tokens: New-token limit of the response phase.
-        repetition_penalty: Response phase only (answers loop without it).
-        min_instruction_words: Fewest words in an instruction.
-        min_response_words: Fewest words in a response.
-        min_distinct_trigram_ratio: Responses below it count as degenerate.
-        trim_unfinished: Salvage a response cut by ``max_response_tokens`` by trimming it
-            to its last full sentence (False: count it as a format failure and retry).
-        do_sample: Sample instead of greedy decoding (both phases).
-        temperature: Sampling temperature (with ``do_sample`` only).
-        top_p: Nucleus sampling threshold (with ``do_sample`` only; 1.0 = off).
-        selection: How the M kept candidates are chosen: ``ifs`` (the paper's lowest
-            IFS under the fresh local model) or ``random`` (a control of IFS).
-        ifs_same_tokens: Score L(y) on exactly the response tokens that L(y|x) scores
-            (a response cut by ``model.max-length`` after its prompt is cut alike for
-            L(y)); False scores L(y) on the whole response, which biases the ranking
-            against long candidates.
-        on_empty: What a FedPIT client uploads in a round where SynGen kept no
-            candidate (W_s stays W_g): ``damped`` (β·W_l + (1−β)·W_g, as the mix then
-            is) or ``skip`` (no upload: the client reports the round as failed).
-        distill_top_k: 0 trains W_s on the sampled tokens; k > 0 trains it on the
-            teacher's top-k token distributions over each kept response
-            (soft-label context distillation; the teacher is the global model with the
-            demonstrations the response was generated with in context).
-    """
-
-    attempts: int = 12
-    keep: int = 8
-    novelty: str = "focus"
-    novelty_threshold: float = 0.7
-    copy_threshold: float = 0.7
-    max_copied_span: int = 8
-    format_retries: int = 3
-    instruction_demos: int = 8
-    response_demos: int = 2
-    demo_answer_words: int = 80
-    max_instruction_tokens: int = 32
-    max_response_tokens: int = 160
-    repetition_penalty: float = 1.2
-    min_instruction_words: int = 3
-    min_response_words: int = 10
-    min_distinct_trigram_ratio: float = 0.5
-    trim_unfinished: bool = True
-    do_sample: bool = False
-    temperature: float = 0.7
-    top_p: float = 1.0
-    selection: str = "ifs"
-    ifs_same_tokens: bool = True
-    distill_top_k: int = 0
-    on_empty: str = "damped"
-
-    def __post_init__(self) -> None:
-        checks = [
-            ("attempts", self.attempts >= 1, "an integer ≥ 1"),
-            ("novelty", self.novelty in NOVELTY_CHECKS, ", ".join(NOVELTY_CHECKS)),
-            ("novelty-threshold", 0 <= self.novelty_threshold <= 1, "[0, 1]"),
-            ("copy-threshold", 0 <= self.copy_threshold <= 1, "[0, 1]"),
-            ("max-copied-span", self.max_copied_span >= 0, "an integer ≥ 0 (0 = off)"),
-            ("format-retries", self.format_retries >= 1, "an integer ≥ 1"),
-            ("instruction-demos", self.instruction_demos >= 1, "an integer ≥ 1"),
-            ("response-demos", self.response_demos >= 0, "an integer ≥ 0"),
-            ("demo-answer-words", self.demo_answer_words >= 1, "an integer ≥ 1"),
-            (
-                "max-instruction-tokens",
-                self.max_instruction_tokens >= 1,
-                "an integer ≥ 1",
-            ),
-            ("max-response-tokens", self.max_response_tokens >= 1, "an integer ≥ 1"),
-            ("repetition-penalty", self.repetition_penalty > 0, "> 0"),
-            (
-                "min-distinct-trigram-ratio",
-                0 <= self.min_distinct_trigram_ratio <= 1,
-                "[0, 1]",
-            ),
-            ("temperature", self.temperature > 0, "> 0"),
-            ("top-p", 0 < self.top_p <= 1, "(0, 1]"),
-            ("selection", self.selection in SELECTIONS, ", ".join(SELECTIONS)),
-            ("distill-top-k", self.distill_top_k >= 0, "an integer ≥ 0 (0 = hard labels)"),
-            ("on-empty", self.on_empty in ON_EMPTY, ", ".join(ON_EMPTY)),
-        ]
-        for key, ok, allowed in checks:
-            if not ok:
-                value = getattr(self, key.replace("-", "_"))
-                raise ConfigError(f"synth.{key} = {value!r} is invalid; allowed: {allowed}")
 
 
 @dataclass

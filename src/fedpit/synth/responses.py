@@ -1,6 +1,6 @@
 """The response phase: answer a new instruction with local examples as demonstrations.
 
-With a chat model (FACTS.md, best layout found): the demonstrations are prior
+With a chat model (the best layout found with the default model): the demonstrations are prior
 user/assistant turns, answers cut to about 80 words at a sentence end, then the new
 question as the last user turn; greedy with repetition penalty 1.2 (without it answers
 loop), stopping at the end-of-turn token. With the Alpaca format: one Alpaca intro,
@@ -14,8 +14,8 @@ import re
 from collections.abc import Sequence
 
 from fedpit.data.example import Example
-from fedpit.generation import GenerationSpec
-from fedpit.prompts import ALPACA, Message, PromptFormat, alpaca_prompt, user_text
+from fedpit.lm.generation import GenerationSpec
+from fedpit.model.prompts import ALPACA, Message, PromptFormat, alpaca_prompt, user_text
 
 ALPACA_STOP = "###"
 _WORD = re.compile(r"\S+")

@@ -4,7 +4,7 @@ MedQuAD questions are generated from about 16 templates ("What are the symptoms 
 "Is X inherited ?", ...), derived here from the real data (qtype names as in MedQuAD's
 ``qtype`` field). Knowing (entity, qtype) lets the novelty filter tell a new disease
 asked the same way apart from the same question reworded — which ROUGE-L cannot
-(FACTS.md: "What is (are) Down Syndrome ?" vs "... Poland syndrome ?" scores 0.8).
+("What is (are) Down Syndrome ?" vs "... Poland syndrome ?" scores 0.8).
 A few paraphrases a model is likely to produce are accepted under the same qtype.
 """
 

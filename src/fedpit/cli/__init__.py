@@ -1,0 +1,1 @@
+"""The ``fedpit`` command: ``main`` parses and dispatches; one module per command group."""

@@ -1,0 +1,1 @@
+"""Training-data extraction and membership inference on a run's models."""

@@ -1,0 +1,1 @@
+"""LLM-as-judge scoring of generated answers and its backends."""

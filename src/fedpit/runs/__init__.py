@@ -1,0 +1,1 @@
+"""Run directories (``rundir``) and resumable grids of runs (``sweep``)."""
