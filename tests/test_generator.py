@@ -59,3 +59,21 @@ def test_generation_cut_by_max_tokens_is_not_finished(tiny_model_dir):
     out = gen(["What is asthma"], GenerationSpec(max_new_tokens=5))
     assert out[0].finished is False
     assert len(rt.tokenizer(out[0].text, add_special_tokens=False)["input_ids"]) >= 3
+
+
+def test_top_p_reaches_the_sampler(tiny_model_dir):
+    """A nucleus of one token samples the greedy continuation, even at a hot temperature."""
+    rt = tiny_runtime(tiny_model_dir)
+    for n, p in rt.model.named_parameters():
+        if "lora_B" in n:
+            torch.nn.init.normal_(p, std=0.5)
+    rt.model.set_adapter(LOCAL)
+    prompts = ["What is asthma", "Is Down syndrome inherited ? Most", "Thirst"]
+    gen = make_generate_fn(rt.model, rt.tokenizer, progress=False)
+    greedy = [g.text for g in gen(prompts, GenerationSpec(max_new_tokens=12))]
+    torch.manual_seed(0)
+    hot = GenerationSpec(max_new_tokens=12, do_sample=True, temperature=5.0)
+    assert [g.text for g in gen(prompts, hot)] != greedy  # sampling does differ here
+    torch.manual_seed(0)
+    nucleus = GenerationSpec(max_new_tokens=12, do_sample=True, temperature=5.0, top_p=1e-6)
+    assert [g.text for g in gen(prompts, nucleus)] == greedy

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch
 
 from fedpit.fed.robust import bound_norms, poison, update_norm
 
@@ -31,3 +32,11 @@ def test_poison_scales_or_flips_the_update_around_the_global_model():
     assert poison(u, g, "flip", 10.0)["w"] == pytest.approx([0.0, 2.0])
     with pytest.raises(ValueError, match="unknown poisoning"):
         poison(u, g, "noise", 1.0)
+
+
+def test_poison_keeps_torch_tensors_and_their_dtype():
+    g = {"w": torch.tensor([1.0, 1.0], dtype=torch.bfloat16)}
+    u = {"w": torch.tensor([2.0, 0.0], dtype=torch.bfloat16)}
+    out = poison(u, g, "scale", 10.0)["w"]
+    assert isinstance(out, torch.Tensor) and out.dtype == torch.bfloat16
+    assert out.tolist() == [11.0, -9.0]

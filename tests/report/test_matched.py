@@ -17,13 +17,23 @@ from fedpit.runs.rundir import append_jsonl, create_run_dir, write_json
 N = 4  # members, non-members and test examples
 
 
-def fake_run(root: Path, method: str, test_means: list[float], aucs: list[float], seed=0):
+def fake_run(
+    root: Path,
+    method: str,
+    test_means: list[float],
+    aucs: list[float],
+    seed=0,
+    beta=0.5,
+    arm="",
+):
     """A finished 2-round run whose mean test loss and MIA AUC per round are given.
 
     AUC 1.0: members' losses 0.1 against non-members' 2.0; AUC 0.5: all losses 1.0.
     """
     keys = {"method": method, "seed": seed, "fed.rounds": 2, "run-dir": str(root)}
-    keys["fed.beta"] = 0.5
+    keys["fed.beta"] = beta
+    if arm:
+        keys["arm"] = arm
     rd = create_run_dir(from_flat(keys))
     for r, mean in enumerate(test_means):
         append_jsonl(
@@ -82,6 +92,31 @@ def test_matched_rows_by_hand(runs) -> None:
     assert back.auc is None and back.test_loss[0] == pytest.approx(-0.4)
     cells = table([row, back])
     assert cells[0][4].startswith("-0.250 [") and cells[1][4] == "not reached"
+
+
+def test_each_beta_method_is_paired_with_the_control_at_its_own_beta(tmp_path: Path) -> None:
+    fake_run(tmp_path / "d5", "fedavg-damped", [2.4, 2.0, 1.8], [0.5, 1.0, 1.0])
+    fake_run(tmp_path / "d2", "fedavg-damped", [2.4, 2.1, 1.9], [0.5, 1.0, 1.0], beta=0.25)
+    fake_run(tmp_path / "p5", "fedpit", [2.4, 2.3, 2.2], [0.5, 0.5, 0.5], arm="random")
+    fake_run(tmp_path / "p2", "fedpit", [2.4, 2.3, 2.2], [0.5, 0.5, 0.5], beta=0.25)
+    fake_run(tmp_path / "a", "fedavg", [2.4, 2.0, 1.8], [0.5, 1.0, 1.0])
+    runs = collect_runs([tmp_path])
+    control = {r.group: r.control_group for r in runs}
+    assert control == {
+        "fedavg-damped β=0.5": None,
+        "fedavg-damped β=0.25": None,
+        "fedpit[random] β=0.5": "fedavg-damped β=0.5",
+        "fedpit β=0.25": "fedavg-damped β=0.25",
+        "fedavg": None,
+    }
+    pairs = {(r.group, r.reference) for r in control_rows(runs, resamples=10)}
+    assert pairs == {
+        ("fedpit[random] β=0.5", "fedavg-damped β=0.5"),
+        ("fedpit β=0.25", "fedavg-damped β=0.25"),
+    }
+    matched = {(r.method, r.reference) for r in matched_rows(runs, resamples=10)}
+    assert ("fedpit β=0.25", "fedavg-damped β=0.5") not in matched
+    assert {("fedpit β=0.25", "fedavg-damped β=0.25"), ("fedpit β=0.25", "fedavg")} <= matched
 
 
 def test_runs_without_per_example_test_losses_are_left_out(tmp_path: Path, runs) -> None:

@@ -368,10 +368,8 @@ def run_client_round(
 
 
 def _poisoned(upload: State, global_state: State, cfg: RunConfig) -> State:
-    as_np = {k: v.detach().cpu().numpy() for k, v in upload.items()}
-    g = {k: v.detach().cpu().numpy() for k, v in global_state.items()}
-    bad = poison(as_np, g, cfg.attack.poison, cfg.attack.poison_factor)
-    return {k: torch.from_numpy(bad[k]).to(upload[k].dtype) for k in upload}
+    with torch.no_grad():
+        return poison(upload, global_state, cfg.attack.poison, cfg.attack.poison_factor)
 
 
 class SkippedRound(FedPITError):

@@ -10,10 +10,13 @@ from the global model at a multiple of the round's median distance (``fed.norm-b
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import TypeVar
 
 import numpy as np
+import torch
 
 Arrays = Mapping[str, np.ndarray]
+Tensor = TypeVar("Tensor", np.ndarray, torch.Tensor)
 
 
 def update_norm(update: Arrays, global_: Arrays) -> float:
@@ -41,8 +44,14 @@ def bound_norms(
     return out, scales
 
 
-def poison(update: Arrays, global_: Arrays, kind: str, factor: float) -> dict[str, np.ndarray]:
-    """A malicious client's upload for robustness experiments: g + factor·Δ, or g − Δ."""
+def poison(
+    update: Mapping[str, Tensor], global_: Mapping[str, Tensor], kind: str, factor: float
+) -> dict[str, Tensor]:
+    """A malicious client's upload for robustness experiments: g + factor·Δ, or g − Δ.
+
+    NumPy arrays or torch tensors alike (the client poisons its torch state in place of
+    the honest upload; the result keeps the inputs' type and dtype).
+    """
     if kind == "scale":
         return {k: global_[k] + factor * (update[k] - global_[k]) for k in update}
     if kind == "flip":

@@ -86,10 +86,13 @@ class NodePolicy:
             )
         if not 0 <= self.max_beta <= 1:
             raise ConfigError(f"{self.source}: policy max-beta = {self.max_beta}; allowed: [0, 1]")
-        for key in ("min_noise_multiplier", "max_clip_norm", "max_copied_span"):
-            if getattr(self, key) < 0:
-                raise ConfigError(f"{self.source}: policy {key.replace('_', '-')} must be ≥ 0")
-        for key in ("max_eval_examples", "max_rounds"):
+        for key in (
+            "min_noise_multiplier",
+            "max_clip_norm",
+            "max_copied_span",
+            "max_eval_examples",
+            "max_rounds",
+        ):
             if getattr(self, key) < 0:
                 raise ConfigError(f"{self.source}: policy {key.replace('_', '-')} must be ≥ 0")
 

@@ -36,6 +36,16 @@ METHOD_ORDER = (
 """Row order of the paper's Table 2: no privacy, no federation, baselines, then FedPIT."""
 
 
+CONTROL = "fedavg-damped"
+"""The control of every β method: FedPIT's upload with W_s replaced by W_g (no synthetic data)."""
+
+
+def group_name(method: str, arm: str = "", beta: float | None = None) -> str:
+    """A report row's name: ``method``, ``method[arm]``, with `` β=x`` where β matters."""
+    name = f"{method}[{arm}]" if arm else method
+    return name if beta is None else f"{name} β={beta:g}"
+
+
 @dataclass(frozen=True)
 class RoundMetrics:
     """One line of ``metrics.jsonl``: the global model's test loss and summed client counters."""
@@ -138,8 +148,17 @@ class RunRecord:
     @property
     def group(self) -> str:
         """The row a run belongs to: its method and arm, with β where β matters."""
-        name = f"{self.method}[{self.arm}]" if self.arm else self.method
-        return name if self.beta is None else f"{name} β={self.beta:g}"
+        return group_name(self.method, self.arm, self.beta)
+
+    @property
+    def control_group(self) -> str | None:
+        """The group of this run's no-synthetic-data control (:data:`CONTROL` at its β).
+
+        ``None`` for a method without β, and for the control itself.
+        """
+        if self.beta is None or self.method == CONTROL:
+            return None
+        return group_name(CONTROL, beta=self.beta)
 
     @property
     def finished(self) -> bool:

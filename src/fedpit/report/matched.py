@@ -70,10 +70,8 @@ def run_curves(run: RunRecord) -> RunCurves | None:
 
 def _references(run: RunRecord) -> list[str]:
     """The groups a run is compared against: FedAvg, and the damped control at its β."""
-    refs = ["fedavg"]
-    if run.beta is not None and run.method != "fedavg-damped":
-        refs.append(f"fedavg-damped β={run.beta:g}")
-    return refs
+    control = run.control_group
+    return ["fedavg"] if control is None else ["fedavg", control]
 
 
 def _canary_difference(a: RunCurves, b: RunCurves) -> float | None:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from fedpit.errors import DataError
 from fedpit.eval.compare import Rows, compare_mean, example_keys, load_rows
-from fedpit.report.collect import RunRecord, by_group
+from fedpit.report.collect import CONTROL, RunRecord, by_group
 
 REFERENCE = "fedavg"
 TARGET = "global"  # the final global model
@@ -84,15 +84,11 @@ def paired_rows(
 
 
 def control_rows(runs: list[RunRecord], resamples: int = 2000) -> list[PairedRow]:
-    """Each β method's AUC minus that of ``fedavg-damped`` at the same β (the control)."""
+    """Each β method's AUC minus that of its control (``fedavg-damped`` at the same β)."""
     out = []
-    for group in by_group([r for r in runs if r.finished and r.method == "fedavg-damped"]):
-        beta = group.rsplit(" ", 1)[-1]  # "β=0.5"
-        out += [
-            row
-            for row in paired_rows(runs, group, resamples)
-            if row.group.endswith(f" {beta}") and not row.group.startswith("fedavg-damped")
-        ]
+    for control in sorted({r.group for r in runs if r.finished and r.method == CONTROL}):
+        controlled = {r.group for r in runs if r.control_group == control}
+        out += [row for row in paired_rows(runs, control, resamples) if row.group in controlled]
     return out
 
 
