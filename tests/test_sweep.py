@@ -17,7 +17,15 @@ from fedpit.cli.report import add_commands
 from fedpit.config.load import from_flat, parse_overrides
 from fedpit.errors import ConfigError
 from fedpit.runs.rundir import create_run_dir, write_json
-from fedpit.runs.sweep import command, load_sweep, plan, run_sweep, subprocess_runner
+from fedpit.runs.sweep import (
+    command,
+    load_sweep,
+    plan,
+    run_sweep,
+    subprocess_runner,
+    subset,
+    sweep_lock,
+)
 
 SWEEP = """\
 fed.rounds = 1
@@ -383,3 +391,49 @@ def test_bad_arms_are_refused_before_anything_runs(tmp_path: Path, table, messag
     )
     with pytest.raises(ConfigError, match=message):
         load_sweep(path)
+
+
+def test_a_subset_runs_more_seeds_of_some_methods_in_the_same_dir(sweep_file: Path) -> None:
+    spec = load_sweep(sweep_file)
+    part = subset(spec, methods=["fedpit"], seeds=[2, 3])
+    assert part.root == spec.root and part.betas == spec.betas
+    assert [c.name for c in plan(part)] == [
+        "fedpit-b0-s2",
+        "fedpit-b0.5-s2",
+        "fedpit-b0-s3",
+        "fedpit-b0.5-s3",
+    ]
+    runner = FakeRunner()
+    run_sweep(part, runner)
+    assert runner.ran == [c.name for c in plan(part)]
+    assert subset(spec) == spec
+    with pytest.raises(ConfigError, match=r"--methods has 'fedprox'.*allowed: fedavg, fedpit"):
+        subset(spec, methods=["fedprox"])
+    with pytest.raises(ConfigError, match=r"--arms has 'x'.*allowed: \(none\)"):
+        subset(spec, arms=["x"])
+    with pytest.raises(ConfigError, match="--seeds is empty"):
+        subset(spec, seeds=[])
+
+
+def test_the_cli_subset_and_its_errors(sweep_file: Path, capsys: pytest.CaptureFixture[str]):
+    parser = argparse.ArgumentParser()
+    add_commands(parser.add_subparsers())
+    args = parser.parse_args(["sweep", str(sweep_file), "--seeds", "5", "--methods", "fedavg"])
+    args.dry_run = True
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    assert "(1 cells)" in out and "fedavg-s5" in out
+    args = parser.parse_args(["sweep", str(sweep_file), "--seeds", "one", "--dry-run"])
+    with pytest.raises(ConfigError, match="give integers"):
+        args.func(args)
+
+
+def test_a_second_sweep_in_the_same_dir_is_refused(sweep_file: Path) -> None:
+    spec = load_sweep(sweep_file)
+    runner = FakeRunner()
+    busy = pytest.raises(ConfigError, match=r"another sweep is running in .*\(pid \d+\)")
+    with sweep_lock(spec.root), busy:
+        run_sweep(spec, runner)
+    assert runner.ran == []
+    run_sweep(spec, runner)  # the lock is released when the first sweep ends
+    assert runner.ran == CELLS

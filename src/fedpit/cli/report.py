@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from fedpit.errors import ConfigError
+
 SWEEP_HELP = """\
 Run a grid of `fedpit run` jobs (methods × arms × β × seeds), each in its own subprocess.
 
@@ -34,9 +36,14 @@ OUT/runs/<run>/, so that `fedpit report OUT/runs --out OUT` rebuilds it later, e
 def cmd_sweep(args: argparse.Namespace) -> int:
     """``fedpit sweep CONFIG.toml [key=value ...] [--dry-run]``."""
     from fedpit.config.load import parse_overrides
-    from fedpit.runs.sweep import FAILED, load_sweep, print_plan, run_sweep
+    from fedpit.runs.sweep import FAILED, load_sweep, print_plan, run_sweep, subset
 
-    spec = load_sweep(args.config, parse_overrides(args.overrides))
+    spec = subset(
+        load_sweep(args.config, parse_overrides(args.overrides)),
+        methods=_names(args.methods),
+        seeds=_seeds(args.seeds),
+        arms=_names(args.arms),
+    )
     print_plan(spec)
     if args.dry_run:
         return 0
@@ -50,6 +57,20 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if post_failed:
         print(f"[sweep] post steps failed: {', '.join(post_failed)} (rerun the sweep to retry)")
     return 1 if failed or post_failed else 0
+
+
+def _names(text: str | None) -> list[str] | None:
+    return None if text is None else [x.strip() for x in text.split(",") if x.strip()]
+
+
+def _seeds(text: str | None) -> list[int] | None:
+    names = _names(text)
+    if names is None:
+        return None
+    try:
+        return [int(x) for x in names]
+    except ValueError:
+        raise ConfigError(f"--seeds {text!r}: give integers, comma-separated, e.g. 1,2") from None
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -87,6 +108,15 @@ def add_commands(subparsers: Any) -> None:
     sweep.add_argument("config", metavar="CONFIG.toml", help="sweep file with a [sweep] table")
     sweep.add_argument("overrides", nargs="*", metavar="key=value", help="fixed configuration keys")
     sweep.add_argument("--dry-run", action="store_true", help="print the plan and exit")
+    sweep.add_argument(
+        "--methods", metavar="A,B", help="run only these of the file's methods (comma-separated)"
+    )
+    sweep.add_argument(
+        "--arms", metavar="A,B", help="run only these of the file's arms (comma-separated)"
+    )
+    sweep.add_argument(
+        "--seeds", metavar="0,1,2", help="run these seeds instead of the file's (comma-separated)"
+    )
     sweep.set_defaults(func=cmd_sweep)
     report = subparsers.add_parser(
         "report",

@@ -24,13 +24,20 @@ between cells) with ``run-dir=<dir>/<cell>``. A cell whose run directory holds
 ``summary.json`` is done and skipped; a cell directory without it is what an interrupted
 run leaves: a federated run continues from its last completed round (``fedpit run
 --resume``), anything else (or a failed resume) is removed and rerun. ``<dir>/sweep.json``
-lists every cell and its status.
+lists every cell and its status. One sweep at a time may run in a directory (a lock file,
+``<dir>/.sweep.lock``): a second would rerun, and so delete, the cells the first is
+running.
+
+``fedpit sweep FILE --seeds 1,2 --arms NAME --methods a,b`` runs part of a file's grid in
+the same directory (e.g. more seeds of the one arm that looked promising).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import math
+import os
 import re
 import shlex
 import shutil
@@ -39,7 +46,8 @@ import subprocess
 import sys
 import time
 import tomllib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -147,6 +155,68 @@ def load_sweep(path: str | Path, overrides: Mapping[str, Any] | None = None) -> 
     for cell in plan(spec):  # fail now on a bad key, not hours into the sweep
         from_flat(cell.overrides(spec.base))
     return spec
+
+
+def subset(
+    spec: SweepSpec,
+    methods: Sequence[str] | None = None,
+    seeds: Sequence[int] | None = None,
+    arms: Sequence[str] | None = None,
+) -> SweepSpec:
+    """Part of a sweep's grid: some of its methods and arms, and any seeds.
+
+    Args:
+        spec: The sweep as its file defines it.
+        methods: Methods to keep (each one of the file's), or None for all.
+        seeds: Seeds to run instead of the file's, or None for the file's.
+        arms: Arms to keep (each one of the file's), or None for all.
+
+    Raises:
+        ConfigError: A method or arm the file does not define, or an empty selection.
+    """
+    for name, wanted, have in (("method", methods, spec.methods), ("arm", arms, spec.arms)):
+        unknown = [w for w in wanted or () if w not in have]
+        if unknown:
+            raise ConfigError(
+                f"--{name}s has {unknown[0]!r}, which the sweep file does not define; "
+                f"allowed: {', '.join(have) or '(none)'}"
+            )
+    for name, wanted in (("methods", methods), ("seeds", seeds), ("arms", arms)):
+        if wanted is not None and not wanted:
+            raise ConfigError(f"--{name} is empty; give at least one, comma-separated")
+    if seeds is not None and len(set(seeds)) != len(seeds):
+        raise ConfigError(f"--seeds has duplicates: {list(seeds)}")
+    return dataclasses.replace(
+        spec,
+        methods=tuple(m for m in spec.methods if methods is None or m in methods),
+        seeds=tuple(seeds) if seeds is not None else spec.seeds,
+        arms={k: v for k, v in spec.arms.items() if arms is None or k in arms},
+    )
+
+
+@contextmanager
+def sweep_lock(root: Path) -> Iterator[None]:
+    """Hold ``<root>/.sweep.lock`` for the sweep's duration; refuse if another sweep does."""
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / ".sweep.lock"
+    with path.open("a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "unknown"
+            raise ConfigError(
+                f"another sweep is running in {root} (pid {holder}); wait for it, or run "
+                "this one with another sweep.dir"
+            ) from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"{os.getpid()}\n")
+        fh.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def _arms(path: Path, table: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -313,7 +383,16 @@ def _progress(
 
 
 def run_sweep(spec: SweepSpec, runner: Runner = subprocess_runner) -> list[dict[str, Any]]:
-    """Run every cell not yet done; write ``sweep.json`` after each change of status."""
+    """Run every cell not yet done; write ``sweep.json`` after each change of status.
+
+    Raises:
+        ConfigError: Another sweep is running in the same directory.
+    """
+    with sweep_lock(spec.root):
+        return _run_cells(spec, runner)
+
+
+def _run_cells(spec: SweepSpec, runner: Runner) -> list[dict[str, Any]]:
     cells = plan(spec)
     status: dict[str, dict[str, Any]] = {
         c.name: {"status": cell_state(c), "returncode": None, "seconds": None, "post_failed": None}
