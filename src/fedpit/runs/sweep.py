@@ -181,7 +181,12 @@ def subset(
                 f"--{name}s has {unknown[0]!r}, which the sweep file does not define; "
                 f"allowed: {', '.join(have) or '(none)'}"
             )
-    for name, wanted in (("methods", methods), ("seeds", seeds), ("arms", arms)):
+    selections: dict[str, Sequence[object] | None] = {
+        "methods": methods,
+        "seeds": seeds,
+        "arms": arms,
+    }
+    for name, wanted in selections.items():
         if wanted is not None and not wanted:
             raise ConfigError(f"--{name} is empty; give at least one, comma-separated")
     if seeds is not None and len(set(seeds)) != len(seeds):
