@@ -186,8 +186,8 @@ def subset(
         "seeds": seeds,
         "arms": arms,
     }
-    for name, wanted in selections.items():
-        if wanted is not None and not wanted:
+    for name, selection in selections.items():
+        if selection is not None and not selection:
             raise ConfigError(f"--{name} is empty; give at least one, comma-separated")
     if seeds is not None and len(set(seeds)) != len(seeds):
         raise ConfigError(f"--seeds has duplicates: {list(seeds)}")
