@@ -19,7 +19,7 @@ Writes RUN_DIR/attack/<target>.json (and per-example rows in .jsonl), e.g.:
 """
 
 
-def add_commands(subparsers: argparse._SubParsersAction) -> None:
+def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``attack`` to the ``fedpit`` command line."""
     cmd = subparsers.add_parser(
         "attack",

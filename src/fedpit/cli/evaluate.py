@@ -35,7 +35,7 @@ and .jsonl (per-example answers). Targets: base, global, round:N, client:ID.
 """
 
 
-def add_commands(subparsers: argparse._SubParsersAction) -> None:
+def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``eval``, ``generate`` and ``export`` to the ``fedpit`` command."""
     ev = subparsers.add_parser(
         "eval",

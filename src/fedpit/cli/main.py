@@ -17,6 +17,8 @@ from fedpit.config.schema import FEDERATED_METHODS, RunConfig
 from fedpit.errors import ConfigError, FedPITError
 
 if TYPE_CHECKING:
+    from flwr.app.typing import ConfigRecordValues
+
     from fedpit.data.example import Example
     from fedpit.lm.runtime import Runtime
     from fedpit.runs.rundir import RunDir
@@ -113,7 +115,7 @@ def _simulate(cfg: RunConfig, rd: RunDir | None = None, verbose: bool = True) ->
     parallel = cfg.fed.parallel_clients or auto_parallel(
         cfg.fed.clients_per_round or cfg.data.num_clients, cfg.fed.cpus_per_client
     )
-    backend = {
+    backend: dict[str, dict[str, ConfigRecordValues]] = {
         "client_resources": {
             "num_cpus": cfg.fed.cpus_per_client,
             "num_gpus": cfg.fed.gpus_per_client,
@@ -130,7 +132,7 @@ def _simulate(cfg: RunConfig, rd: RunDir | None = None, verbose: bool = True) ->
             server_app=make_server_app((cfg, rd)),
             client_app=client_app.app,
             num_supernodes=cfg.data.num_clients,
-            backend_config=backend,  # type: ignore[arg-type]
+            backend_config=backend,
         )
     if not verbose:
         console.copy_ray_logs(logs)
@@ -139,7 +141,10 @@ def _simulate(cfg: RunConfig, rd: RunDir | None = None, verbose: bool = True) ->
             f"the federated run did not finish; see the log above and {rd.root}; continue it "
             f"after its last completed round with: fedpit run --resume {rd.root}"
         )
-    return json.loads(rd.summary.read_text())
+    summary = json.loads(rd.summary.read_text())
+    if not isinstance(summary, dict):
+        raise FedPITError(f"{rd.summary} does not hold a JSON object")
+    return summary
 
 
 def cmd_run(args: argparse.Namespace) -> int:

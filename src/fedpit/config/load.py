@@ -30,6 +30,8 @@ def _scalar_type(tp: Any) -> type:
         tp = eval(tp, vars(typing), {})  # annotations are strings under __future__
     if isinstance(tp, types.UnionType):
         tp = next(a for a in typing.get_args(tp) if a is not type(None))
+    if not isinstance(tp, type):
+        raise TypeError(f"config fields are scalars or optional scalars, not {tp!r}")
     return tp
 
 

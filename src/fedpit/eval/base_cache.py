@@ -24,7 +24,7 @@ import os
 from collections.abc import Callable, Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from fedpit.lm.generation import GenerateFn, Generation, GenerationSpec
 from fedpit.lm.runtime import Runtime
@@ -76,7 +76,8 @@ def cached(rt: Runtime, kind: str, key: dict[str, Any], compute: Callable[[], T]
         return compute()
     path = cache_path(rt, kind, key)
     try:
-        return json.loads(path.read_text())["value"]
+        # The entry was written from compute()'s value for the same kind and key.
+        return cast(T, json.loads(path.read_text())["value"])
     except (OSError, ValueError, KeyError, TypeError):
         pass
     value = compute()

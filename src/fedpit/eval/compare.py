@@ -173,7 +173,7 @@ def compare_mean(
     return out
 
 
-def add_commands(subparsers: argparse._SubParsersAction) -> None:
+def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``compare-leakage`` to the ``fedpit`` command line."""
     cmd = subparsers.add_parser(
         "compare-leakage",

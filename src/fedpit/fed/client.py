@@ -308,10 +308,9 @@ def _fedavg_damped(r: _Round, synth: SynthResult | None, state_dir: Path) -> Sta
 
 UPLOAD = "upload"
 
+SYNTH_ROUNDS = {"fedpit": _fedpit, "fedpit-v1": _fedpit_v1, "fedmit": _fedmit}
+"""The client round of each method that trains on synthetic data (``cfg.uses_synthetic``)."""
 CLIENT_ROUNDS = {
-    "fedpit": _fedpit,
-    "fedpit-v1": _fedpit_v1,
-    "fedmit": _fedmit,
     "fedavg": _fedavg,
     "fedavg-damped": _fedavg_damped,
     "fedprox": _fedavg,
@@ -339,7 +338,10 @@ def run_client_round(
                 synth = synthesize(rt, cfg, info, private, PUBLIC)  # generator = W_g
             if not synth.examples:
                 _degenerate(cfg, info)
-        upload = CLIENT_ROUNDS[cfg.method](r, synth, state_dir)  # type: ignore[arg-type]
+        if synth is not None:
+            upload = SYNTH_ROUNDS[cfg.method](r, synth, state_dir)
+        else:
+            upload = CLIENT_ROUNDS[cfg.method](r, None, state_dir)
     if cfg.attack.poison != "none" and info.client_id == cfg.attack.poison_client:
         upload = _poisoned(upload, global_state, cfg)  # a robustness experiment's attacker
     if cfg.dp.mode == "client-fixed":  # clipped before it is kept, audited or sent

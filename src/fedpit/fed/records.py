@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flwr.app import ArrayRecord, ConfigRecord
 
@@ -11,6 +11,9 @@ from fedpit.adapters import State
 from fedpit.config.load import from_flat, to_flat
 from fedpit.config.schema import RunConfig
 from fedpit.lm.fingerprint import COMPONENTS, BaseFingerprint
+
+if TYPE_CHECKING:
+    from flwr.app.typing import MetricRecordValues
 
 ARRAYS = "arrays"
 CONFIG = "config"
@@ -23,6 +26,13 @@ RUN_DIR = "run-dir"
 FINGERPRINT = "base-fingerprint"
 """The server's base-model fingerprint: ``base-fingerprint`` holds the combined digest,
 ``base-fingerprint.<component>`` each component (weights, tokenizer, template)."""
+
+
+def metric_number(value: MetricRecordValues) -> float:
+    """A scalar metric as a float; FedPIT's metrics are all scalars (a list is refused)."""
+    if isinstance(value, list):
+        raise TypeError(f"expected a number, got a list metric {value!r}")
+    return float(value)
 
 
 def state_to_record(state: State) -> ArrayRecord:

@@ -17,7 +17,12 @@ from fedpit.config.load import from_flat
 from fedpit.config.schema import RunConfig
 from fedpit.data.prepare import RunData, provenance, run_data_for
 from fedpit.errors import ConfigError
-from fedpit.fed.records import config_to_record, record_to_state, state_to_record
+from fedpit.fed.records import (
+    config_to_record,
+    metric_number,
+    record_to_state,
+    state_to_record,
+)
 from fedpit.fed.server_state import (
     ServerState,
     load_server_state,
@@ -95,7 +100,7 @@ def run_server(grid: Grid, cfg: RunConfig, rd: RunDir) -> dict[str, object]:
 
     def on_evaluate(server_round: int, metrics: MetricRecord | None) -> None:
         if metrics is not None and EVAL_LOSS in metrics:
-            client_eval[server_round] = float(metrics[EVAL_LOSS])  # type: ignore[arg-type]
+            client_eval[server_round] = metric_number(metrics[EVAL_LOSS])
 
     def on_round(server_round: int, arrays: ArrayRecord, metrics: MetricRecord | None) -> None:
         save_adapter(
@@ -104,7 +109,8 @@ def run_server(grid: Grid, cfg: RunConfig, rd: RunDir) -> dict[str, object]:
             cfg.model.name,
             rd.round_adapter(server_round),
         )
-        round_metrics[server_round] = dict(metrics or {})  # type: ignore[arg-type]
+        # aggregate_counters' sums and the rejected/failed counts: all scalars.
+        round_metrics[server_round] = {k: metric_number(v) for k, v in (metrics or {}).items()}
 
     def on_problems(server_round: int, problems: list[Problem]) -> None:
         for problem in problems:
@@ -158,7 +164,9 @@ def run_server(grid: Grid, cfg: RunConfig, rd: RunDir) -> dict[str, object]:
         grid=grid,
         initial_arrays=initial,
         num_rounds=cfg.fed.rounds - done,
-        timeout=cfg.fed.round_timeout or None,  # type: ignore[arg-type]  # None: no limit
+        # None: no limit. Flower annotates start()'s timeout as float, but passes it on to
+        # Grid.send_and_receive, whose None means "wait for every reply".
+        timeout=cfg.fed.round_timeout or None,  # type: ignore[arg-type]
         train_config=config_to_record(cfg, str(rd.root), rt.fingerprint),
         evaluate_config=config_to_record(cfg, str(rd.root), rt.fingerprint),
         evaluate_fn=evaluate,
@@ -173,7 +181,7 @@ def run_server(grid: Grid, cfg: RunConfig, rd: RunDir) -> dict[str, object]:
     return summary
 
 
-def format_round(record: dict, num_rounds: int) -> str:
+def format_round(record: dict[str, Any], num_rounds: int) -> str:
     """One human-readable log line per round."""
     c = record.get("clients", {})
     text = f"round {record['round']}/{num_rounds} | test loss {record['test_loss']:.4f}"

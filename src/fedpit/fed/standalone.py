@@ -26,11 +26,12 @@ from fedpit.adapters import (
     set_state,
 )
 from fedpit.config.schema import RunConfig
-from fedpit.data.prepare import provenance, run_data_for
+from fedpit.data.prepare import RunData, provenance, run_data_for
 from fedpit.fed.client import RoundInfo, run_client_round
+from fedpit.fed.records import metric_number
 from fedpit.fed.server_app import format_round, summarize, test_loss
 from fedpit.fed.strategy import aggregate_counters
-from fedpit.lm.runtime import get_runtime, set_threads
+from fedpit.lm.runtime import Runtime, get_runtime, set_threads
 from fedpit.runs.rundir import RunDir, append_jsonl, create_run_dir, write_json
 
 if TYPE_CHECKING:
@@ -108,13 +109,13 @@ def _merge(counters: list[dict[str, float]]) -> dict[str, float]:
         RecordDict({"metrics": MetricRecord(cast("dict[str, MetricRecordValues]", c))})
         for c in counters
     ]
-    return dict(aggregate_counters(records, "num-examples"))  # type: ignore[arg-type]
+    return {k: metric_number(v) for k, v in aggregate_counters(records, "num-examples").items()}
 
 
 def _record(
     rd: RunDir,
-    rt,
-    run_data,
+    rt: Runtime,
+    run_data: RunData,
     cfg: RunConfig,
     server_round: int,
     states: list[State],

@@ -33,7 +33,7 @@ from flwr.serverapp.strategy import (
 
 from fedpit.config.schema import RunConfig
 from fedpit.errors import FedPITError
-from fedpit.fed.records import ARRAYS
+from fedpit.fed.records import ARRAYS, metric_number
 from fedpit.fed.robust import bound_norms
 from fedpit.fed.validation import check_update
 from fedpit.privacy.allowlist import NUM_EXAMPLES
@@ -97,7 +97,7 @@ def aggregate_counters(records: list[RecordDict], weight_key: str) -> MetricReco
     for record in records:
         metrics = next(iter(record.metric_records.values()))
         for key, value in metrics.items():
-            totals[key] = totals.get(key, 0.0) + float(value)  # type: ignore[arg-type]
+            totals[key] = totals.get(key, 0.0) + metric_number(value)
     n = max(1, len(records))
     out: dict[str, MetricRecordValues] = {
         k: (v / n if k.startswith("seconds-") else v) for k, v in totals.items()
@@ -135,11 +135,12 @@ def _evaluated_examples(replies: list[Message]) -> float:
         if msg.has_error():
             continue
         for record in msg.content.metric_records.values():
-            total += float(record.get(NUM_EXAMPLES, 0.0))  # type: ignore[arg-type]
+            total += metric_number(record.get(NUM_EXAMPLES, 0.0))
     return total
 
 
 def _recording(base: type[Strategy]) -> Callable[..., RecordingStrategy]:
+    # mypy takes no variable as a base class; RecordingStrategy types the result.
     class Recording(base):  # type: ignore[misc, valid-type]
         """``base`` that screens replies, records problems and hooks every aggregation."""
 
@@ -261,9 +262,10 @@ def _recording(base: type[Strategy]) -> Callable[..., RecordingStrategy]:
         def configure_evaluate(
             self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
         ) -> Iterable[Message]:
-            return super().configure_evaluate(
+            messages: Iterable[Message] = super().configure_evaluate(
                 server_round + self.round_offset, arrays, config, grid
             )
+            return messages
 
         def aggregate_evaluate(
             self, server_round: int, replies: Iterable[Message]

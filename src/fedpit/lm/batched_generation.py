@@ -8,6 +8,7 @@ own at end-of-sequence or a stop string (checked on token ids cheaply: measured
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, cast
 
 import torch
 from tqdm.auto import tqdm
@@ -15,11 +16,16 @@ from transformers import StoppingCriteria, StoppingCriteriaList
 
 from fedpit.lm.generation import GenerateFn, Generation, GenerationSpec
 
+if TYPE_CHECKING:
+    from transformers.tokenization_utils_base import PreTrainedTokenizerBase
+
 
 class _StopOnStrings(StoppingCriteria):
     """Per-sequence stop when the decoded tail of the new tokens holds a stop string."""
 
-    def __init__(self, tokenizer: object, stops: Sequence[str], prompt_width: int) -> None:
+    def __init__(
+        self, tokenizer: PreTrainedTokenizerBase, stops: Sequence[str], prompt_width: int
+    ) -> None:
         self.tokenizer = tokenizer
         self.stops = tuple(stops)
         self.prompt_width = prompt_width
@@ -31,11 +37,11 @@ class _StopOnStrings(StoppingCriteria):
         new = input_ids[:, self.prompt_width :]
         done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
         if not self.stops or new.shape[1] == 0:
-            return done  # type: ignore[return-value]
-        tails = self.tokenizer.batch_decode(new[:, -self.tail :], skip_special_tokens=True)  # type: ignore[attr-defined]
+            return cast(torch.BoolTensor, done)  # a bool tensor: the legacy class is nominal
+        tails = self.tokenizer.batch_decode(new[:, -self.tail :], skip_special_tokens=True)
         for i, text in enumerate(tails):
             done[i] = any(s in text for s in self.stops)
-        return done  # type: ignore[return-value]
+        return cast(torch.BoolTensor, done)
 
 
 def _cut(text: str, stops: Sequence[str]) -> tuple[str, bool]:
@@ -48,18 +54,18 @@ def _cut(text: str, stops: Sequence[str]) -> tuple[str, bool]:
 
 def make_generate_fn(
     model: torch.nn.Module,
-    tokenizer: object,
+    tokenizer: PreTrainedTokenizerBase,
     batch_size: int = 16,
     progress: bool = True,
 ) -> GenerateFn:
     """A :data:`GenerateFn` over ``model`` with whatever adapter is active when called."""
-    eos_id = tokenizer.eos_token_id  # type: ignore[attr-defined]
-    pad_id = tokenizer.pad_token_id  # type: ignore[attr-defined]
+    eos_id = tokenizer.eos_token_id
+    pad_id = tokenizer.pad_token_id
 
     @torch.no_grad()
     def generate(prompts: Sequence[str], spec: GenerationSpec) -> list[Generation]:
         results: list[Generation | None] = [None] * len(prompts)
-        lengths = [len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]  # type: ignore[operator]
+        lengths = [len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
         order = sorted(range(len(prompts)), key=lambda i: -lengths[i])
         device = next(model.parameters()).device
         model.eval()
@@ -72,11 +78,11 @@ def make_generate_fn(
         )
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
-            tokenizer.padding_side = "left"  # type: ignore[attr-defined]
+            tokenizer.padding_side = "left"
             enc = tokenizer(
                 [prompts[i] for i in idx],
                 return_tensors="pt",
-                padding=True,  # type: ignore[operator]
+                padding=True,
                 add_special_tokens=False,
             ).to(device)
             width = enc["input_ids"].shape[1]
@@ -94,14 +100,18 @@ def make_generate_fn(
                 kwargs.update(temperature=spec.temperature, top_p=spec.top_p, top_k=None)
             else:
                 kwargs.update(temperature=None, top_p=None, top_k=None)
+            # torch types unknown Module attributes as Tensor | Module; generate is PEFT's or
+            # transformers' (GenerationMixin), known only at run time.
             out = model.generate(**enc, **kwargs)  # type: ignore[operator]
             for row, i in enumerate(idx):
                 new = out[row, width:].tolist()
                 ended_eos = eos_id in new
                 if ended_eos:
                     new = new[: new.index(eos_id)]
-                text = tokenizer.decode(new, skip_special_tokens=True)  # type: ignore[attr-defined]
-                text, hit_stop = _cut(text, spec.stop)
+                decoded = tokenizer.decode(new, skip_special_tokens=True)
+                if not isinstance(decoded, str):  # one sequence of ids decodes to one text
+                    raise TypeError(f"decode returned {type(decoded).__name__}, not text")
+                text, hit_stop = _cut(decoded, spec.stop)
                 results[i] = Generation(text=text, finished=ended_eos or hit_stop)
             bar.update(len(idx))
         bar.close()

@@ -11,6 +11,7 @@ import torch
 if TYPE_CHECKING:
     from peft import PeftModel
     from transformers import PreTrainedModel
+    from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 IGNORE_INDEX = -100
 
@@ -40,8 +41,15 @@ class Encoded:
         return sum(1 for t in self.labels if t != IGNORE_INDEX)
 
 
+def token_ids(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
+    """The token ids of ``text``, without special tokens."""
+    # transformers types the encoding's values as Any; for one text, a list of ids.
+    ids: list[int] = tokenizer(text, add_special_tokens=False)["input_ids"]
+    return ids
+
+
 def encode_pair(
-    tokenizer: object,
+    tokenizer: PreTrainedTokenizerBase,
     prompt: str,
     response: str,
     max_length: int,
@@ -54,8 +62,8 @@ def encode_pair(
     left (its start is the least informative part: template boilerplate). With
     ``max_response``, at most that many response tokens are kept.
     """
-    p_ids: list[int] = tokenizer(prompt, add_special_tokens=False)["input_ids"]  # type: ignore[operator]
-    r_ids: list[int] = tokenizer(response, add_special_tokens=False)["input_ids"]  # type: ignore[operator]
+    p_ids = token_ids(tokenizer, prompt)
+    r_ids = token_ids(tokenizer, response)
     room = max_length - len(p_ids)
     min_response = max(1, max_length // 4)
     if room < min_response:

@@ -10,10 +10,21 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 import torch
 
-from fedpit.lm.batching import IGNORE_INDEX, Encoded, collate, hf_model, length_batches
+from fedpit.lm.batching import (
+    IGNORE_INDEX,
+    Encoded,
+    collate,
+    hf_model,
+    length_batches,
+    token_ids,
+)
+
+if TYPE_CHECKING:
+    from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 
 def top_k_distribution(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -28,7 +39,7 @@ def top_k_distribution(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torc
 @torch.no_grad()
 def teacher_targets(
     model: torch.nn.Module,
-    tokenizer: object,
+    tokenizer: PreTrainedTokenizerBase,
     teacher_prompts: Sequence[str],
     students: Sequence[Encoded],
     top_k: int,
@@ -52,10 +63,10 @@ def teacher_targets(
         raise ValueError("teacher prompts and students differ in length")
     teachers = []
     for prompt, student in zip(teacher_prompts, students, strict=True):
-        p_ids: list[int] = tokenizer(prompt, add_special_tokens=False)["input_ids"]  # type: ignore[operator]
+        p_ids = token_ids(tokenizer, prompt)
         response = student.response_ids
         teachers.append(Encoded(p_ids + response, [IGNORE_INDEX] * len(p_ids) + response))
-    pad_id = tokenizer.pad_token_id  # type: ignore[attr-defined]
+    pad_id = tokenizer.pad_token_id
     base = hf_model(model)
     decoder = getattr(base, base.base_model_prefix)
     device = next(model.parameters()).device

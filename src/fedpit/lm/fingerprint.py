@@ -24,6 +24,7 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from tokenizers import Tokenizer
@@ -32,6 +33,9 @@ from fedpit.data.example import Example
 from fedpit.errors import BaseModelMismatchError
 from fedpit.lm.batching import hf_model
 from fedpit.model.prompts import CHAT, PromptFormat
+
+if TYPE_CHECKING:
+    from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 VERSION = "fedpit-base-fingerprint-v1"
 COMPONENTS = ("weights", "tokenizer", "template")
@@ -64,8 +68,9 @@ class BaseFingerprint:
 
 def _tensor_sha256(tensor: torch.Tensor) -> str:
     flat = tensor.detach().cpu().contiguous().reshape(-1)
-    # numpy's stubs give ndarray the buffer protocol (``__buffer__``) only on Python ≥ 3.12.
-    return hashlib.sha256(flat.view(torch.uint8).numpy()).hexdigest()  # type: ignore[arg-type]
+    # The bytes as a memoryview (no copy): numpy's stubs give ndarray itself the buffer
+    # protocol (``__buffer__``) only on Python ≥ 3.12.
+    return hashlib.sha256(flat.view(torch.uint8).numpy().data).hexdigest()
 
 
 def tensors_sha256(tensors: Mapping[str, torch.Tensor]) -> str:
@@ -109,7 +114,7 @@ def weights_sha256(model: torch.nn.Module) -> str:
     return tensors_sha256(base_tensors(model))
 
 
-def tokenizer_sha256(tokenizer: object) -> str:
+def tokenizer_sha256(tokenizer: PreTrainedTokenizerBase) -> str:
     """sha256 hex of a tokenizer: its serialised JSON and its named special tokens.
 
     Fast tokenizers are hashed through their ``tokenizers`` JSON (vocabulary, merges,
@@ -124,7 +129,7 @@ def tokenizer_sha256(tokenizer: object) -> str:
         copy.no_truncation()
         body = copy.to_str()
     else:
-        vocab = sorted(tokenizer.get_vocab().items())  # type: ignore[attr-defined]
+        vocab = sorted(tokenizer.get_vocab().items())
         body = json.dumps(vocab, ensure_ascii=False)
     special = {k: str(getattr(tokenizer, k, None)) for k in _SPECIAL_TOKENS}
     digest = hashlib.sha256(body.encode())
@@ -152,7 +157,7 @@ def template_sha256(fmt: PromptFormat) -> str:
 
 
 def base_fingerprint(
-    model: torch.nn.Module, tokenizer: object, fmt: PromptFormat
+    model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, fmt: PromptFormat
 ) -> BaseFingerprint:
     """The fingerprint of a base model as loaded: weights, tokenizer and prompt template."""
     return BaseFingerprint(

@@ -20,13 +20,16 @@ from fedpit.lm.batching import (
 )
 
 if TYPE_CHECKING:
+    from transformers.cache_utils import Cache
+    from transformers.tokenization_utils_base import PreTrainedTokenizerBase
+
     from fedpit.lm.runtime import Runtime
 
 
 @torch.no_grad()
 def response_nll(
     model: torch.nn.Module,
-    tokenizer: object,
+    tokenizer: PreTrainedTokenizerBase,
     prompts: Sequence[str],
     responses: Sequence[str],
     max_length: int,
@@ -46,7 +49,7 @@ def response_nll(
         encode_pair(tokenizer, p, r, max_length, cap)
         for p, r, cap in zip(prompts, responses, caps, strict=True)
     ]
-    pad_id = tokenizer.pad_token_id  # type: ignore[attr-defined]
+    pad_id = tokenizer.pad_token_id
     device = next(model.parameters()).device
     out = [float("nan")] * len(encoded)
     was_training = model.training
@@ -61,7 +64,10 @@ def response_nll(
 
 
 def response_lengths(
-    tokenizer: object, prompts: Sequence[str], responses: Sequence[str], max_length: int
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[str],
+    responses: Sequence[str],
+    max_length: int,
 ) -> list[int]:
     """How many response tokens fit after each prompt within ``max_length``."""
     return [
@@ -143,7 +149,7 @@ def _suffix_logprobs(
     p: int,
     pad_id: int,
     device: torch.device,
-    cache: object,
+    cache: Cache | None,
     last_hidden: torch.Tensor | None,
     prefix_lp: torch.Tensor,
 ) -> list[float]:
@@ -153,7 +159,7 @@ def _suffix_logprobs(
     kwargs: dict[str, object] = {}
     if cache is not None:
         past = copy.deepcopy(cache)
-        past.batch_repeat_interleave(b)  # type: ignore[attr-defined]
+        past.batch_repeat_interleave(b)
         kwargs["past_key_values"] = past
         mask = torch.cat([torch.ones(b, p, dtype=mask.dtype, device=device), mask], dim=1)
     hidden = decoder(

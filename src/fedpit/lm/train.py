@@ -7,12 +7,16 @@ import random
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from tqdm.auto import tqdm
 
 from fedpit.adapters import trainable_parameters
 from fedpit.lm.batching import Encoded, collate, micro_batches, per_example_nll
+
+if TYPE_CHECKING:
+    from peft import PeftModel
 
 
 def cosine_lr(lr0: float, lr_min: float, server_round: int, num_rounds: int) -> float:
@@ -39,7 +43,7 @@ class TrainStats:
 
 
 def train_adapter(
-    model: torch.nn.Module,
+    model: PeftModel,
     adapter: str,
     data: Sequence[Encoded],
     *,
@@ -64,8 +68,8 @@ def train_adapter(
     """
     if not data:
         return TrainStats(0, 0, 0, float("nan"), 0.0)
-    model.set_adapter(adapter)  # type: ignore[operator]
-    params = trainable_parameters(model, adapter)  # type: ignore[arg-type]
+    model.set_adapter(adapter)
+    params = trainable_parameters(model, adapter)
     named = {n: p for n, p in model.named_parameters() if p.requires_grad}
     if proximal_mu > 0 and anchor is None:
         anchor = {n: p.detach().clone() for n, p in named.items()}

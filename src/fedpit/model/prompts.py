@@ -9,10 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from fedpit.config.schema import TEMPLATES
 from fedpit.data.example import Example
 from fedpit.errors import ConfigError
+
+if TYPE_CHECKING:
+    from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 ALPACA = "alpaca"
 CHAT = "chat"
@@ -90,10 +94,23 @@ class PromptFormat:
         return with_header[len(without) :]
 
 
-def make_prompt_format(template: str, tokenizer: object) -> PromptFormat:
+def chat_text(
+    tokenizer: PreTrainedTokenizerBase, messages: list[Message], add_generation_prompt: bool
+) -> str:
+    """``messages`` rendered as text by the tokenizer's chat template."""
+    text = tokenizer.apply_chat_template(
+        messages, tokenize=False, add_generation_prompt=add_generation_prompt
+    )
+    if not isinstance(text, str):  # with tokenize=False transformers returns the text
+        raise TypeError(f"the chat template returned {type(text).__name__}, not text")
+    return text
+
+
+def make_prompt_format(template: str, tokenizer: PreTrainedTokenizerBase | None) -> PromptFormat:
     """Build the prompt format named by ``model.template`` for ``tokenizer``.
 
-    ``auto`` picks the chat template when the tokenizer has one, Alpaca otherwise.
+    ``auto`` picks the chat template when the tokenizer has one, Alpaca otherwise; the
+    Alpaca format needs no tokenizer (None) but for its EOS.
     """
     if template not in TEMPLATES:
         raise ConfigError(f"model.template = {template!r}; allowed: {', '.join(TEMPLATES)}")
@@ -102,12 +119,10 @@ def make_prompt_format(template: str, tokenizer: object) -> PromptFormat:
     if kind == CHAT and not has_chat:
         raise ConfigError("model.template = 'chat' but the tokenizer has no chat template")
     eos = getattr(tokenizer, "eos_token", None) or ""
-    if kind == ALPACA:
+    if kind == ALPACA or tokenizer is None:  # no tokenizer, no chat template: Alpaca
         return PromptFormat(ALPACA, eos)
 
     def render(messages: list[Message], add_generation_prompt: bool) -> str:
-        return tokenizer.apply_chat_template(  # type: ignore[attr-defined]
-            messages, tokenize=False, add_generation_prompt=add_generation_prompt
-        )
+        return chat_text(tokenizer, messages, add_generation_prompt)
 
     return PromptFormat(CHAT, eos, render)

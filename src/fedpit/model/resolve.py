@@ -170,7 +170,8 @@ def prepare(name: str, cache_dir: Path | None = None) -> str:
         source.path, gguf_file=source.gguf_file, dtype=torch.float32
     )
     # The GGUF quantiser marks the model as quantised; the weights are plain fp32 now.
-    # An attribute from_pretrained sets; PreTrainedModel does not declare it.
+    # An attribute from_pretrained sets; PreTrainedModel does not declare it, so mypy sees
+    # torch's Module.__setattr__, which takes only a Tensor or a Module.
     model.hf_quantizer = None  # type: ignore[assignment]
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
@@ -214,7 +215,7 @@ def load_tokenizer(path: str) -> PreTrainedTokenizerBase:
 def load_model(path: str, device: torch.device, dtype: torch.dtype) -> PreTrainedModel:
     """Load a causal LM in eval mode on ``device`` with every base weight frozen."""
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+        model: PreTrainedModel = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
     except (OSError, ValueError) as err:  # ValueError: an unknown architecture
         raise ModelError(f"cannot load model from {path!r}: {_first_line(err)}") from err
     # As a Module: functools.wraps on PreTrainedModel.to hides its method binding from mypy.

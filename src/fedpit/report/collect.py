@@ -13,7 +13,7 @@ import statistics
 import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from fedpit.config.schema import BETA_METHODS, RunConfig
 from fedpit.errors import DataError, FedPITError
@@ -196,7 +196,10 @@ class RunRecord:
         return sorted(found, key=lambda a: a.round or 0)
 
 
-def _final(results: list[Any], final_round: int) -> Any:
+Result = TypeVar("Result", EvalResult, AttackResult)
+
+
+def _final(results: list[Result], final_round: int) -> Result | None:
     """The final model's result.
 
     The ``global`` target, else ``round:<final>``, else the mean over ``client:ID``
@@ -215,7 +218,7 @@ def _final(results: list[Any], final_round: int) -> Any:
 CLIENTS_MEAN = "clients (mean)"
 
 
-def mean_result(results: list[Any]) -> Any:
+def mean_result(results: list[Result]) -> Result:
     """One result whose numbers are the means over ``results`` (same dataclass).
 
     Each ``float | None`` field is the mean of the values present (None when none is);

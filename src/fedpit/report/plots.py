@@ -15,7 +15,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from fedpit.report.collect import BETA_METHODS, AttackResult, RunRecord, by_group, mean_std
+from fedpit.config.schema import BETA_METHODS
+from fedpit.report.collect import AttackResult, RunRecord, by_group, mean_std
 
 DPI = 110
 MARKERS = "osD^vP*Xh<>"
@@ -29,10 +30,13 @@ def group_colors(runs: list[RunRecord]) -> dict[str, str]:
     return {g: palette[i % len(palette)] for i, g in enumerate(by_group(runs))}
 
 
-def _figure(width: float = 7.5, height: float = 4.5, ncols: int = 1, nrows: int = 1):
+def _figure(
+    width: float = 7.5, height: float = 4.5, ncols: int = 1, nrows: int = 1
+) -> tuple[Figure, list[list[Axes]]]:
     fig = Figure(figsize=(width, height), dpi=DPI)
     FigureCanvasAgg(fig)
-    axes = fig.subplots(nrows, ncols, squeeze=False)
+    # squeeze=False: an nrows × ncols object array of Axes, which numpy's tolist() keeps.
+    axes: list[list[Axes]] = fig.subplots(nrows, ncols, squeeze=False).tolist()
     return fig, axes
 
 

@@ -181,7 +181,8 @@ def provenance(run: RunRecord) -> str:
 def make_figures(runs: list[RunRecord], out: Path) -> list[Figure]:
     """Draw every plot into ``out``."""
     label, _ = plots.utility_metric(runs, test_sets(runs))
-    specs = [
+    # (title, caption, draw into a path: the path, or None without data, file name)
+    specs: list[tuple[str, str, Callable[[Path], Path | None], str]] = [
         (
             "Privacy–utility frontier over rounds",
             "Each curve runs from the base model (round 0) to the final model of one row, one "

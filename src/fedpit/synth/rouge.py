@@ -26,7 +26,7 @@ def _scorer() -> RougeScorer:
 
 def rouge_l(text: str, reference: str) -> float:
     """ROUGE-L F-measure between ``text`` and ``reference`` (symmetric, in [0, 1])."""
-    return _scorer().score(reference, text)["rougeL"].fmeasure
+    return float(_scorer().score(reference, text)["rougeL"].fmeasure)
 
 
 def max_rouge_l(text: str, references: Sequence[str]) -> float:

@@ -118,7 +118,9 @@ def mean_paired_auc_difference(
 def mw_auc(members: np.ndarray, non_members: np.ndarray) -> np.ndarray:
     """Mann–Whitney AUC of each row pair (rows: resamples), ties counting one half."""
     diff = members[:, :, None] - non_members[:, None, :]
-    return (diff > 0).mean(axis=(1, 2)) + 0.5 * (diff == 0).mean(axis=(1, 2))
+    auc = (diff > 0).mean(axis=(1, 2)) + 0.5 * (diff == 0).mean(axis=(1, 2))
+    # numpy types a mean over axes as Any; it is a float64 array already (no copy here).
+    return np.asarray(auc, dtype=np.float64)
 
 
 def loss_scores(losses: Sequence[float]) -> list[float]:

@@ -39,7 +39,7 @@ from fedpit.eval.attack.leakage import (
 )
 from fedpit.eval.attack.targets import BASE, GLOBAL, activate, load_runtime, resolve_target
 from fedpit.eval.base_cache import base_generate, cached
-from fedpit.lm.batching import encode_pair
+from fedpit.lm.batching import encode_pair, token_ids
 from fedpit.lm.generation import GenerateFn, GenerationSpec
 from fedpit.lm.runtime import Runtime
 from fedpit.lm.scoring import response_nll, shared_prefix_logprobs
@@ -184,7 +184,7 @@ def prepare(
     )
 
     def tokenize(text: str) -> list[int]:
-        return rt.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return token_ids(rt.tokenizer, text)
 
     planted = [e for c in client_ids for e in split.clients[int(c)] if is_canary(e)]
     overlap = synthetic_overlap(
@@ -256,7 +256,7 @@ def run_attack(
             generate = base_generate(rt, generate)
 
     def tokenize(text: str) -> list[int]:
-        return rt.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return token_ids(rt.tokenizer, text)
 
     activate(rt, target)
     losses = base_losses if is_base else _losses(rt, [*members, *non_members], max_length)

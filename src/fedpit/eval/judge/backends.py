@@ -22,6 +22,9 @@ from fedpit.errors import ConfigError, FedPITError, ModelError
 from fedpit.eval.judge.judge import JudgeBackend
 
 if TYPE_CHECKING:
+    import torch
+    from transformers.tokenization_utils_base import PreTrainedTokenizerBase
+
     from fedpit.lm.runtime import Runtime
 
 ENV_URL = "FEDPIT_JUDGE_URL"
@@ -150,7 +153,11 @@ class HFChatBackend:
     name = "hf"
 
     def __init__(
-        self, model: object, tokenizer: object, label: str, max_new_tokens: int = 256
+        self,
+        model: torch.nn.Module,
+        tokenizer: PreTrainedTokenizerBase,
+        label: str,
+        max_new_tokens: int = 256,
     ) -> None:
         """Wrap a loaded model and tokenizer; the tokenizer must have a chat template."""
         if not getattr(tokenizer, "chat_template", None):
@@ -163,17 +170,16 @@ class HFChatBackend:
         self.tokenizer = tokenizer
         self.max_new_tokens = max_new_tokens
         self._net = model
-        self._generate = make_generate_fn(model, tokenizer, batch_size=1, progress=False)  # type: ignore[arg-type]
+        self._generate = make_generate_fn(model, tokenizer, batch_size=1, progress=False)
 
     def __call__(self, messages: list[dict[str, str]]) -> str:
         """Generate the judge's reply greedily (adapters of a PEFT model disabled)."""
         from contextlib import nullcontext
 
         from fedpit.lm.generation import GenerationSpec
+        from fedpit.model.prompts import chat_text
 
-        prompt = self.tokenizer.apply_chat_template(  # type: ignore[attr-defined]
-            messages, tokenize=False, add_generation_prompt=True
-        )
+        prompt = chat_text(self.tokenizer, messages, add_generation_prompt=True)
         spec = GenerationSpec(max_new_tokens=self.max_new_tokens)
         # The judge is the base model: a run's adapters must not judge their own answers.
         disable = getattr(self._net, "disable_adapter", None)
