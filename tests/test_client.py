@@ -85,16 +85,15 @@ def start_state(rt):
     return initial_state(get_state(rt.model, PUBLIC), 3)
 
 
+def for_training(rt, cfg, exs):
+    """``exs`` encoded as a client trains on them (prompt, response and end text)."""
+    n = cfg.model.max_length
+    return [encode_pair(rt.tokenizer, rt.fmt.prompt(e), e.output + rt.fmt.end_text, n) for e in exs]
+
+
 def encoded(rt, cfg, exs):
-    """The token ids a client trains on for ``exs`` (prompt, response and end text)."""
-    return [
-        list(
-            encode_pair(
-                rt.tokenizer, rt.fmt.prompt(e), e.output + rt.fmt.end_text, cfg.model.max_length
-            ).input_ids
-        )
-        for e in exs
-    ]
+    """The token ids of :func:`for_training`."""
+    return [list(e.input_ids) for e in for_training(rt, cfg, exs)]
 
 
 def train_by_hand(rt, cfg, info, adapter, exs, phase, start, public=False):
@@ -105,12 +104,10 @@ def train_by_hand(rt, cfg, info, adapter, exs, phase, start, public=False):
         lr0, epochs = cfg.train.public_lr or lr0, cfg.train.public_epochs or epochs
     seed = phase_seed(info, phase)
     torch.manual_seed(seed)
-    n = cfg.model.max_length
-    data = [encode_pair(rt.tokenizer, rt.fmt.prompt(e), e.output + rt.fmt.end_text, n) for e in exs]
     train_adapter(
         rt.model,
         adapter,
-        data,
+        for_training(rt, cfg, exs),
         lr=cosine_lr(lr0, min(cfg.train.lr_min, lr0), info.server_round, info.num_rounds),
         epochs=epochs,
         batch_size=cfg.train.batch_size,
@@ -131,7 +128,8 @@ def ifs_by_hand(rt, cfg, state, candidates):
     prompts, ys = [rt.fmt.prompt(c) for c in candidates], [c.output for c in candidates]
     given_x = response_nll(rt.model, rt.tokenizer, prompts, ys, n)
     # L(y) after the bare response header, on the same response tokens as L(y|x).
-    tokens = [encode_pair(rt.tokenizer, p, y, n).num_target_tokens for p, y in zip(prompts, ys)]
+    pairs = zip(prompts, ys, strict=True)
+    tokens = [encode_pair(rt.tokenizer, p, y, n).num_target_tokens for p, y in pairs]
     header = [rt.fmt.response_header()] * len(ys)
     alone = response_nll(rt.model, rt.tokenizer, header, ys, n, max_response=tokens)
     scores = [a / b for a, b in zip(given_x, alone, strict=True)]

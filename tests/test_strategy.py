@@ -64,7 +64,10 @@ def strategy(method="fedavg", clients=3, **extra):
 def test_our_server_averages_the_uploads_weighted_by_n_k(method):
     strat, seen = strategy(method)
     rng = np.random.default_rng(0)
-    ups = [{k: torch.tensor(rng.normal(size=v.shape)).float() for k, v in GLOBAL.items()} for _ in "abc"]
+    ups = [
+        {k: torch.tensor(rng.normal(size=v.shape)).float() for k, v in GLOBAL.items()}
+        for _ in "abc"
+    ]
     ns = [16, 4, 12]
     msgs = configure(strat)
     arrays, metrics = strat.aggregate_train(
