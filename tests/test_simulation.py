@@ -160,7 +160,13 @@ def test_standalone_baselines_write_the_same_schema(tiny_model_dir, tmp_path, me
         assert rows[1]["clients"]["num-examples"] == 8  # both clients' data pooled
         assert (run_dir / "global" / "adapter_model.safetensors").exists()
     else:
-        assert len(rows[1]["test_loss_per_model"]) == 2
+        assert rows[0]["test_loss_per_model"] == [rows[0]["test_loss"]]  # the base model
+        for row in rows[1:]:  # then one model per client; the row's loss is their mean
+            per_model = row["test_loss_per_model"]
+            assert len(per_model) == 2
+            assert row["test_loss"] == pytest.approx(sum(per_model) / 2)
+            # Each client trains its own model on its own data.
+            assert per_model[0] != per_model[1]
         assert (run_dir / "clients" / "1" / "adapters" / "model").exists()
     if method == "local-selfgen":
         assert rows[1]["clients"]["synth-attempts"] == 6
