@@ -437,3 +437,19 @@ def test_a_second_sweep_in_the_same_dir_is_refused(sweep_file: Path) -> None:
     assert runner.ran == []
     run_sweep(spec, runner)  # the lock is released when the first sweep ends
     assert runner.ran == CELLS
+
+
+def test_a_cell_finished_while_the_sweep_ran_is_skipped_not_rerun(sweep_file: Path) -> None:
+    spec = load_sweep(sweep_file)
+    first, later = plan(spec)[0], plan(spec)[-1]
+    inner = FakeRunner()
+
+    def runner(cmd: list[str], log: Path) -> int:
+        rc = inner(cmd, log)
+        if inner.ran == [first.name]:  # meanwhile, the last cell finishes elsewhere
+            inner(command(later, spec.base), log)
+        return rc
+
+    run_sweep(spec, runner)
+    assert inner.ran.count(later.name) == 1  # not deleted and run again
+    assert _status(spec.root)[later.name] == "done"

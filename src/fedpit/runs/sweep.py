@@ -409,6 +409,9 @@ def _run_cells(spec: SweepSpec, runner: Runner) -> list[dict[str, Any]]:
     measured: dict[str, list[float]] = {}  # wall seconds (run + post) of cells run here
     for cell in cells:
         entry = status[cell.name]
+        if entry["status"] != DONE and cell_state(cell) == DONE:  # finished since the start
+            check_done_config(cell, spec.base)
+            entry["status"] = DONE
         if entry["status"] == DONE:
             print(f"[sweep] {cell.name}: done, skipped", flush=True)
             entry["post_failed"] = run_post(spec, cell, runner)
