@@ -32,6 +32,7 @@ def tiny_cfg(**kw):
         "train.batch-size": 2,
         "train.lr": 5e-2,
         "synth.keep": 2,
+        "synth.selection": "ifs",  # the paper's selection: these tests check it by hand
         "lora.rank": TINY_LORA.rank,
         "lora.alpha": TINY_LORA.alpha,
         "lora.dropout": 0.0,

@@ -118,7 +118,7 @@ def test_ifs_scores_l_y_on_the_tokens_l_y_given_x_scores(tiny_model_dir):
 def test_random_selection_keeps_m_reproducibly_and_leaves_w_l_alone(
     tiny_model_dir, tmp_path, scripted
 ):
-    ifs_l, _, ifs_dir = _round(tiny_model_dir, tmp_path, "ifs")
+    ifs_l, _, ifs_dir = _round(tiny_model_dir, tmp_path, "ifs", **{"synth.selection": "ifs"})
     rnd_l, rnd_s, rnd_dir = _round(
         tiny_model_dir, tmp_path, "random", **{"synth.selection": "random"}
     )

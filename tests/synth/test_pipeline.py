@@ -120,8 +120,10 @@ def test_pipeline_end_to_end(fmt: PromptFormat) -> None:
     assert result.generate_calls == {"instruction": 1, "response": 3}
     instruction_spec, response_spec = gen.calls[0][1], gen.calls[1][1]
     assert (instruction_spec.stop, instruction_spec.max_new_tokens) == (("\n",), 32)
-    assert instruction_spec.repetition_penalty == 1.0 and not instruction_spec.do_sample
-    assert (response_spec.max_new_tokens, response_spec.repetition_penalty) == (160, 1.2)
+    # The defaults sample both phases at T = 1 with no repetition penalty.
+    for spec in (instruction_spec, response_spec):
+        assert (spec.do_sample, spec.temperature, spec.repetition_penalty) == (True, 1.0, 1.0)
+    assert response_spec.max_new_tokens == 160
     assert response_spec.stop == (("###",) if fmt.kind == "alpaca" else ())
     # Every instruction prompt shows all 4 private questions (fewer than 8).
     assert all(p.count("\nTask ") == 5 for p in gen.calls[0][0])
