@@ -123,7 +123,9 @@ def model_flops_utilisation(
     return {"model_flops_per_s": flops, "mfu": flops / peak_flops if peak_flops > 0 else 0.0}
 
 
-def add_decode_bounds(gen: dict[str, Any], limits: dict[str, float], weight_bytes: float) -> None:
+def add_decode_bounds(
+    gen: dict[str, Any], limits: dict[str, float], weight_bytes: float, params: int = 0
+) -> None:
     """Add the decode bounds and each generator's share of its bound to ``gen``, in place.
 
     The naive loop decodes one sequence at a time (bound at batch 1); ours decodes
@@ -133,12 +135,42 @@ def add_decode_bounds(gen: dict[str, Any], limits: dict[str, float], weight_byte
         gen: The generation section (``bench.generation.bench_generation``).
         limits: The machine limits (``machine_limits``).
         weight_bytes: The base model's weight bytes (``model_size``).
+        params: The base model's parameters (``model_size``; 0: no compute bound).
     """
     bw = limits["bandwidth_bytes_per_s"]
     gen["bound_batch1"] = decode_bound(weight_bytes, bw, 1)
     gen["bound_batched"] = decode_bound(weight_bytes, bw, gen["batch_size"])
     gen["naive"]["share_of_bound"] = gen["naive"]["tokens_per_s"] / gen["bound_batch1"]
     gen["ours"]["share_of_bound"] = gen["ours"]["tokens_per_s"] / gen["bound_batched"]
+    if params and "prompt_tokens_total" in gen:
+        gen["compute_bound"] = compute_bound(
+            gen["prompt_tokens_total"], gen["ours"]["tokens"], params, limits["matmul_flops"]
+        )
+        for who in ("ours", "generate", "naive"):
+            if who in gen:
+                gen[who]["share_of_compute_bound"] = (
+                    gen[who]["tokens_per_s"] / gen["compute_bound"]
+                )
+
+
+def compute_bound(prompt_tokens: int, generated: int, params: int, peak_flops: float) -> float:
+    """Most generated tokens/s the matmul peak allows once the prompts' prefill is counted.
+
+    Every prompt token and every generated token costs about 2·N FLOPs (N the base
+    model's parameters; one forward pass), so ``generated`` tokens after
+    ``prompt_tokens`` of prompts take at least 2·N·(prompt + generated) / peak seconds.
+
+    Args:
+        prompt_tokens: Tokens of all prompts.
+        generated: Tokens generated for them.
+        params: Base model parameters N.
+        peak_flops: Measured matmul FLOP/s of this machine.
+
+    Returns:
+        The bound in generated tokens per second.
+    """
+    flops = 2.0 * params * (prompt_tokens + generated)
+    return peak_flops * generated / flops if flops > 0 else 0.0
 
 
 def add_training_mfu(train: dict[str, Any], limits: dict[str, float], params: int) -> None:

@@ -108,10 +108,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "generation" in sections:
         n = args.prompts or (4 if args.quick else 16)
         new = args.max_new_tokens or (16 if args.quick else cfg.synth.max_response_tokens)
-        _say(t_start, f"generation: {n} prompts × ≤{new} new tokens, ours then naive …")
+        _say(t_start, f"generation: {n} prompts × ≤{new} new tokens, ours, generate, then naive …")
         gen = bench_generation(rt, cfg, clients, n, new)
         if "limits" in results:
-            add_decode_bounds(gen, results["limits"], results["model"]["weight_bytes"])
+            model = results["model"]
+            add_decode_bounds(gen, results["limits"], model["weight_bytes"], model["params"])
         results["generation"] = gen
 
     if "training" in sections:

@@ -1,6 +1,6 @@
 """The results table: ``results.json`` (or any subset of its sections) as Markdown rows.
 
-Every figure sits beside its baseline, their ratio and the issue-4 target it is judged
+Every figure sits beside its baseline, their ratio and the target it is judged
 against. Pure formatting: no measurement, no heavy imports.
 """
 
@@ -12,8 +12,8 @@ from typing import Any
 from bench.phases import PHASES
 from bench.units import GB
 
-TARGETS = {"generation": 4.0, "training": 1.5, "memory": 1.3}
-"""Issue 4's targets: generation and training speed-ups (≥), memory ratio (≤)."""
+TARGETS = {"generation": 8.0, "training": 1.5, "memory": 1.3}
+"""Targets: generation and training speed-ups (≥), memory ratio (≤)."""
 
 HEADERS = ["measure", "value", "baseline", "ratio", "target / note"]
 """Columns of the results table."""
@@ -60,6 +60,21 @@ def _limits_rows(
                 "weights ÷ bandwidth",
             ]
         )
+    if gen and "compute_bound" in gen:
+        shares = " / ".join(
+            f"{100 * gen[w]['share_of_compute_bound']:.0f}%"
+            for w in ("ours", "generate", "naive")
+            if w in gen
+        )
+        rows.append(
+            [
+                "generation compute bound (prefill counted)",
+                f"{gen['compute_bound']:.1f} tok/s",
+                "",
+                "",
+                f"2·N·(prompt + new) ÷ matmul peak · share ours / generate / naive: {shares}",
+            ]
+        )
     if train:
         rows.append(
             [
@@ -88,6 +103,16 @@ def build_rows(results: dict[str, Any]) -> list[list[str]]:
                 f"≥ {TARGETS['generation']}× · outputs equal: {gen['outputs_equal']}",
             ]
         )
+        if "generate" in gen:
+            rows.append(
+                [
+                    "generation tokens/s (ours vs batched generate)",
+                    fmt_num(gen["ours"]["tokens_per_s"]),
+                    fmt_num(gen["generate"]["tokens_per_s"]),
+                    fmt_ratio(gen["speedup_vs_generate"]),
+                    "same batches, left-padded",
+                ]
+            )
     if train:
         rows.append(
             [

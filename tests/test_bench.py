@@ -8,8 +8,8 @@ import sys
 
 import psutil
 import pytest
-from bench.generation import count_new_tokens
-from bench.machine import decode_bound, model_flops_utilisation
+from bench.generation import batched, count_new_tokens
+from bench.machine import compute_bound, decode_bound, model_flops_utilisation
 from bench.memory import RssSampler, tree_rss
 from bench.phases import PHASES, phase_seconds
 from bench.table import build_rows, format_table
@@ -40,6 +40,39 @@ def test_flop_utilisation_arithmetic():
     assert out["model_flops_per_s"] == pytest.approx(3e5)
     assert out["mfu"] == pytest.approx(0.25)
     assert model_flops_utilisation(10, 0.0, 100, 1e6)["mfu"] == 0.0
+
+
+def test_compute_bound_counts_the_prefill():
+    # 100 params, 300 prompt + 100 new tokens: 2 · 100 · 400 = 80,000 FLOPs for 100 new
+    # tokens; at 1 MFLOP/s that is 0.08 s, i.e. 1250 new tokens/s.
+    assert compute_bound(300, 100, 100, 1e6) == pytest.approx(1250.0)
+    assert compute_bound(0, 0, 100, 1e6) == 0.0
+
+
+class _Tok:
+    eos_token_id = 9
+
+    def __call__(self, text, add_special_tokens=False):
+        return {"input_ids": [ord(c) - 96 for c in text]}
+
+    def decode(self, ids, skip_special_tokens=False):
+        return "".join("<e>" if i == 9 else chr(i + 96) for i in ids)
+
+
+def test_batched_sorts_by_length_and_counts_eos_where_a_row_ended_on_it():
+    seen = []
+
+    def run(texts, ids, spec):  # echo each prompt back; rows of odd length end on eos
+        seen.append(list(texts))
+        return [(list(x), len(x) % 2 == 1) for x in ids]
+
+    class Spec:
+        stop = ()
+
+    texts, ids = batched(run, _Tok(), ["ab", "abc", "a", "abcd"], Spec(), batch_size=2)
+    assert seen == [["abcd", "abc"], ["ab", "a"]]  # longest first, in batches of 2
+    assert texts == ["ab", "abc", "a", "abcd"]
+    assert ids == [[1, 2], [1, 2, 3, 9], [1, 9], [1, 2, 3, 4]]
 
 
 def test_decode_bound_arithmetic():

@@ -1,8 +1,10 @@
 """Batched generation with a Hugging Face model: the real :data:`GenerateFn`.
 
-Prompts are sorted by length and left-padded into batches; each sequence stops on its
-own at end-of-sequence or a stop string (checked on token ids cheaply: measured
-3.4× faster than ``generate(stop_strings=...)`` with the default model on a 2-core CPU).
+Prompts are sorted by length and decoded in batches by :func:`fedpit.lm.decoding.decode`
+(or by ``model.generate`` on a left-padded batch, for models it cannot drive); each
+sequence stops on its own at end-of-sequence or a stop string (checked on the decoded
+tail of its new tokens: measured 3.4× faster than ``generate(stop_strings=...)`` with the
+default model on a 2-core CPU).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import StoppingCriteria, StoppingCriteriaList
 
+from fedpit.lm.decoding import StopCheck, decode, supports
 from fedpit.lm.generation import GenerateFn, Generation, GenerationSpec
 
 if TYPE_CHECKING:
@@ -60,14 +63,14 @@ def make_generate_fn(
 ) -> GenerateFn:
     """A :data:`GenerateFn` over ``model`` with whatever adapter is active when called."""
     eos_id = tokenizer.eos_token_id
-    pad_id = tokenizer.pad_token_id
+
+    fast = supports(model)
 
     @torch.no_grad()
     def generate(prompts: Sequence[str], spec: GenerationSpec) -> list[Generation]:
         results: list[Generation | None] = [None] * len(prompts)
-        lengths = [len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
-        order = sorted(range(len(prompts)), key=lambda i: -lengths[i])
-        device = next(model.parameters()).device
+        ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+        order = sorted(range(len(prompts)), key=lambda i: -len(ids[i]))
         model.eval()
         bar = tqdm(
             total=len(prompts),
@@ -78,43 +81,70 @@ def make_generate_fn(
         )
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
-            tokenizer.padding_side = "left"
-            enc = tokenizer(
-                [prompts[i] for i in idx],
-                return_tensors="pt",
-                padding=True,
-                add_special_tokens=False,
-            ).to(device)
-            width = enc["input_ids"].shape[1]
-            kwargs: dict[str, object] = {
-                "max_new_tokens": spec.max_new_tokens,
-                "do_sample": spec.do_sample,
-                "repetition_penalty": spec.repetition_penalty,
-                "eos_token_id": eos_id,
-                "pad_token_id": pad_id,
-                "stopping_criteria": StoppingCriteriaList(
-                    [_StopOnStrings(tokenizer, spec.stop, width)]
-                ),
-            }
-            if spec.do_sample:
-                kwargs.update(temperature=spec.temperature, top_p=spec.top_p, top_k=None)
+            if fast:
+                rows = decode(
+                    model, [ids[i] for i in idx], spec, eos_id, _stop_check(tokenizer, spec.stop)
+                )
             else:
-                kwargs.update(temperature=None, top_p=None, top_k=None)
-            # torch types unknown Module attributes as Tensor | Module; generate is PEFT's or
-            # transformers' (GenerationMixin), known only at run time.
-            out = model.generate(**enc, **kwargs)  # type: ignore[operator]
-            for row, i in enumerate(idx):
-                new = out[row, width:].tolist()
-                ended_eos = eos_id in new
-                if ended_eos:
-                    new = new[: new.index(eos_id)]
+                rows = _hf_generate(model, tokenizer, [prompts[i] for i in idx], spec)
+            for i, (new, ended) in zip(idx, rows, strict=True):
                 decoded = tokenizer.decode(new, skip_special_tokens=True)
                 if not isinstance(decoded, str):  # one sequence of ids decodes to one text
                     raise TypeError(f"decode returned {type(decoded).__name__}, not text")
                 text, hit_stop = _cut(decoded, spec.stop)
-                results[i] = Generation(text=text, finished=ended_eos or hit_stop)
+                results[i] = Generation(text=text, finished=ended or hit_stop)
             bar.update(len(idx))
         bar.close()
         return [r for r in results if r is not None]
 
     return generate
+
+
+def _stop_check(tokenizer: PreTrainedTokenizerBase, stops: Sequence[str]) -> StopCheck | None:
+    """A row ends when the decoded tail of its new tokens holds a stop string."""
+    if not stops:
+        return None
+    tail = 1 + max(len(s) for s in stops)
+
+    def check(new: list[int]) -> bool:
+        text = tokenizer.decode(new[-tail:], skip_special_tokens=True)
+        return any(s in text for s in stops)
+
+    return check
+
+
+def _hf_generate(
+    model: torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[str],
+    spec: GenerationSpec,
+) -> list[tuple[list[int], bool]]:
+    """``model.generate`` on a left-padded batch: for models :func:`decode` cannot drive."""
+    eos_id, pad_id = tokenizer.eos_token_id, tokenizer.pad_token_id
+    tokenizer.padding_side = "left"
+    device = next(model.parameters()).device
+    enc = tokenizer(
+        list(prompts), return_tensors="pt", padding=True, add_special_tokens=False
+    ).to(device)
+    width = enc["input_ids"].shape[1]
+    kwargs: dict[str, object] = {
+        "max_new_tokens": spec.max_new_tokens,
+        "do_sample": spec.do_sample,
+        "repetition_penalty": spec.repetition_penalty,
+        "eos_token_id": eos_id,
+        "pad_token_id": pad_id,
+        "stopping_criteria": StoppingCriteriaList([_StopOnStrings(tokenizer, spec.stop, width)]),
+    }
+    if spec.do_sample:
+        kwargs.update(temperature=spec.temperature, top_p=spec.top_p, top_k=None)
+    else:
+        kwargs.update(temperature=None, top_p=None, top_k=None)
+    # torch types unknown Module attributes as Tensor | Module; generate is PEFT's or
+    # transformers' (GenerationMixin), known only at run time.
+    out = model.generate(**enc, **kwargs)  # type: ignore[operator]
+    rows = []
+    for row in range(out.shape[0]):
+        new = out[row, width:].tolist()
+        ended = eos_id in new
+        rows.append((new[: new.index(eos_id)] if ended else new, ended))
+    return rows
