@@ -102,7 +102,7 @@ def batched(
         for i, (new, ended) in zip(idx, rows, strict=True):
             texts[i] = _cut(tokenizer.decode(new, skip_special_tokens=True), spec.stop)[0]
             hit_eos = ended and not _cut(tokenizer.decode(new), spec.stop)[1]
-            out[i] = new + [tokenizer.eos_token_id] if hit_eos else list(new)
+            out[i] = [*new, tokenizer.eos_token_id] if hit_eos else list(new)
     return texts, out
 
 

@@ -148,9 +148,7 @@ def add_decode_bounds(
         )
         for who in ("ours", "generate", "naive"):
             if who in gen:
-                gen[who]["share_of_compute_bound"] = (
-                    gen[who]["tokens_per_s"] / gen["compute_bound"]
-                )
+                gen[who]["share_of_compute_bound"] = gen[who]["tokens_per_s"] / gen["compute_bound"]
 
 
 def compute_bound(prompt_tokens: int, generated: int, params: int, peak_flops: float) -> float:

@@ -10,13 +10,14 @@ Measures, on the default model and real MedQuAD examples:
 2. LoRA training tokens/s (non-padding tokens): our trainer vs TRL ``SFTTrainer`` at its
    efficient CPU settings, on identical token sequences;
 3. peak resident memory of the simulation backend with 1 vs N clients, all training;
-4. seconds per phase of a client round and the wall time of a run (read from a run dir);
-5. the machine's limits: fp32 matmul FLOP/s and memory bandwidth, turned into model
+4. peak memory and seconds per round with 10, 50 and 100 clients, 10 sampled per round;
+5. seconds per phase of a client round and the wall time of a run (read from a run dir);
+6. the machine's limits: fp32 matmul FLOP/s and memory bandwidth, turned into model
    FLOP utilisation for training and the weight-streaming bound for decoding.
 
 This module is the entry point only: the command line, the order of the sections and
 the results file. Each section lives in its own module: ``bench.machine``,
-``bench.generation``, ``bench.training``, ``bench.memory``, ``bench.phases``;
+``bench.generation``, ``bench.training``, ``bench.memory``, ``bench.scale``, ``bench.phases``;
 ``bench.table`` renders the results. See bench/README.md for what every number means.
 """
 
@@ -42,6 +43,7 @@ from bench.machine import (
 )
 from bench.memory import QUICK_OVERRIDES, bench_memory
 from bench.phases import default_run, phase_seconds
+from bench.scale import bench_scale
 from bench.table import TARGETS, render
 from bench.training import bench_training
 
@@ -63,13 +65,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     p.add_argument(
         "--sections",
-        default="limits,generation,training,memory",
-        help="comma-separated subset of limits,generation,training,memory",
+        default="limits,generation,training,memory,scale",
+        help="comma-separated subset of limits,generation,training,memory,scale",
     )
     p.add_argument("--prompts", type=int, help="generation prompts (default 16; quick 4)")
     p.add_argument("--max-new-tokens", type=int, help="default synth.max-response-tokens")
     p.add_argument("--steps", type=int, help="training steps (default 6; quick 2)")
     p.add_argument("--clients", type=int, help="the larger client count (default 10; quick 2)")
+    p.add_argument(
+        "--scale-clients",
+        help="client counts of the scale runs (default 10,50,100; quick 10,20)",
+    )
     p.add_argument(
         "--threads",
         type=int,
@@ -130,6 +136,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         overrides = list(QUICK_OVERRIDES) if args.quick else []
         _say(t_start, f"memory: `fedpit run` with 1 then {big} clients …")
         results["memory"] = bench_memory([1, big], overrides, work)
+
+    if "scale" in sections:
+        default_counts = "10,20" if args.quick else "10,50,100"
+        counts = [int(c) for c in (args.scale_clients or default_counts).split(",")]
+        overrides = list(QUICK_OVERRIDES) if args.quick else []
+        _say(t_start, f"scale: `fedpit run` with {counts} clients, 10 per round, 3 rounds …")
+        results["scale"] = bench_scale(counts, overrides, work / "scale")
 
     run_dir = Path(args.run_dir) if args.run_dir else None
     if args.default_run:

@@ -12,8 +12,8 @@ from typing import Any
 from bench.phases import PHASES
 from bench.units import GB
 
-TARGETS = {"generation": 8.0, "training": 1.5, "memory": 1.3}
-"""Targets: generation and training speed-ups (≥), memory ratio (≤)."""
+TARGETS = {"generation": 8.0, "training": 1.5, "memory": 1.3, "scale": 1.3}
+"""Targets: generation and training speed-ups (≥); memory and scale ratios (≤)."""
 
 HEADERS = ["measure", "value", "baseline", "ratio", "target / note"]
 """Columns of the results table."""
@@ -143,6 +143,24 @@ def build_rows(results: dict[str, Any]) -> list[list[str]]:
                     fmt_num(first[key], 2),
                     fmt_ratio(arr[ratio]),
                     f"≤ {TARGETS['memory']}×" if kind == "PSS" else "shared pages per process",
+                ]
+            )
+    scale = results.get("scale")
+    if scale:
+        first, last = scale["runs"][0], scale["runs"][-1]
+        versus = f"({last['clients']} vs {first['clients']} clients, 10 per round)"
+        for label, key, ratio in (
+            ("scale: peak PSS GB", "peak_pss_gb", "pss_ratio"),
+            ("scale: seconds per round", "mean_round_s", "round_seconds_ratio"),
+        ):
+            middle = " · ".join(f"{r['clients']}: {r[key]:.2f}" for r in scale["runs"])
+            rows.append(
+                [
+                    f"{label} {versus}",
+                    fmt_num(last[key], 2),
+                    fmt_num(first[key], 2),
+                    fmt_ratio(scale[ratio]),
+                    f"≤ {TARGETS['scale']}× · {middle}",
                 ]
             )
     if phases:

@@ -159,9 +159,27 @@ def test_build_rows_formats_every_section():
                 }
             }
         },
+        "scale": {
+            "runs": [
+                {"clients": 10, "peak_pss_gb": 4.0, "mean_round_s": 20.0},
+                {"clients": 100, "peak_pss_gb": 4.4, "mean_round_s": 27.0},
+            ],
+            "pss_ratio": 1.1,
+            "round_seconds_ratio": 1.35,
+        },
     }
     table = format_table(["m", "v", "b", "r", "t"], build_rows(results))
+    assert "1.10×" in table and "1.35×" in table and "10: 20.00 · 100: 27.00" in table
     assert "6.15×" in table
     assert "2.00×" in table
     assert "1.20×" in table
     assert "50.0% / 25.0%" in table
+
+
+def test_round_seconds_are_the_differences_of_elapsed(tmp_path):
+    from bench.scale import round_seconds
+
+    rows = [{"round": 1, "elapsed_s": 15.0}, {"round": 0, "elapsed_s": 5.0}]
+    rows.append({"round": 2, "elapsed_s": 40.0})
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert round_seconds(tmp_path) == [10.0, 25.0]

@@ -164,3 +164,31 @@ def test_sliding_window_models_are_not_driven(tiny_model_dir):
     assert supports(rt.model)
     config.layer_types = ["sliding_attention"] * config.num_hidden_layers
     assert not supports(rt.model)
+
+
+def test_prompts_sharing_a_prefix_decode_as_they_do_alone(tiny_model_dir, monkeypatch):
+    from fedpit.lm import decoding
+
+    rt = _runtime(tiny_model_dir)
+    spec = GenerationSpec(10, repetition_penalty=1.2)
+    shared = ["What is asthma ? It is", "What is asthma ? Most", "What is asthma ? It is"]
+    prompts = [*shared, "What is", "Thirst"]
+    ids = [rt.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    computed = []
+    real = rt.model.forward
+    monkeypatch.setattr(
+        rt.model, "forward", lambda **kw: computed.append(kw["input_ids"].shape) or real(**kw)
+    )
+    out = decode(rt.model, ids, spec, rt.tokenizer.eos_token_id)
+    prefill = [shape[1] for shape in computed[: len(prompts)]]
+    start = decoding.common_prefix(ids[0], ids[1])
+    assert start > 2 and prefill[:3] == [len(ids[0]), len(ids[1]) - start, 1]
+    assert out == [_alone(rt, p, spec) for p in prompts]
+
+
+def test_common_prefix():
+    from fedpit.lm.decoding import common_prefix
+
+    assert common_prefix([1, 2, 3], [1, 2, 4, 5]) == 2
+    assert common_prefix([1, 2], [1, 2, 3]) == 2
+    assert common_prefix([], [1]) == 0 and common_prefix([7], [8]) == 0

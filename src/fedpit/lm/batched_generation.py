@@ -123,9 +123,9 @@ def _hf_generate(
     eos_id, pad_id = tokenizer.eos_token_id, tokenizer.pad_token_id
     tokenizer.padding_side = "left"
     device = next(model.parameters()).device
-    enc = tokenizer(
-        list(prompts), return_tensors="pt", padding=True, add_special_tokens=False
-    ).to(device)
+    enc = tokenizer(list(prompts), return_tensors="pt", padding=True, add_special_tokens=False).to(
+        device
+    )
     width = enc["input_ids"].shape[1]
     kwargs: dict[str, object] = {
         "max_new_tokens": spec.max_new_tokens,

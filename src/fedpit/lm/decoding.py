@@ -9,7 +9,10 @@ What it does that ``model.generate`` does not, measured with the default model o
 - rows that have finished are dropped from the batch (``generate`` keeps decoding them
   as padding until the slowest row is done);
 - prompts are prefilled one at a time, without padding, and their caches laid out
-  left-padded for the batched decode (a padded prefill computes every pad position).
+  left-padded for the batched decode (a padded prefill computes every pad position);
+  a prompt that shares a prefix with an earlier one reuses that prefix's keys and values
+  (measured on SynGen's prompts with the default model: 19% of the response phase's
+  prompt tokens, 13% of the instruction phase's).
 
 Scores follow ``generate``'s order: repetition penalty over the prompt and the generated
 tokens, then temperature, then top-p (``next_token_scores``, checked against the
@@ -31,7 +34,9 @@ StopCheck = Callable[[list[int]], bool]
 """Whether a row's generated ids (so far) end its continuation (e.g. hold a stop string)."""
 
 
-def next_token_scores(logits: torch.Tensor, seen: torch.Tensor, spec: GenerationSpec) -> torch.Tensor:
+def next_token_scores(
+    logits: torch.Tensor, seen: torch.Tensor, spec: GenerationSpec
+) -> torch.Tensor:
     """The scores a token is chosen from, as ``generate`` computes them (pure).
 
     Args:
@@ -70,8 +75,8 @@ class BufferedLayer(DynamicLayer):
     grows (doubling) if a caller writes past its capacity.
     """
 
-    def __init__(self, **kwargs: object) -> None:
-        super().__init__()
+    def __init__(self) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]  # transformers leaves it untyped
         self.capacity = 0
         self.length = 0
         self.key_buffer: torch.Tensor | None = None
@@ -114,7 +119,7 @@ class BufferedLayer(DynamicLayer):
         self.value_buffer[:, :, self.length : self.length + new] = value_states
         self.length += new
         self._views()
-        return self.keys, self.values
+        return self.key_buffer[:, :, : self.length], self.value_buffer[:, :, : self.length]
 
     def get_seq_length(self) -> int:
         """Positions filled so far."""
@@ -133,6 +138,14 @@ class BufferedLayer(DynamicLayer):
         raise NotImplementedError("BufferedLayer does not crop")
 
 
+def layer_states(cache: Cache, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The keys and values a cache holds for layer ``index`` (attention layers only)."""
+    layer = cache.layers[index]
+    if not isinstance(layer, DynamicLayer) or layer.keys is None or layer.values is None:
+        raise TypeError(f"cache layer {index} ({type(layer).__name__}) holds no keys and values")
+    return layer.keys, layer.values
+
+
 def left_padded_cache(caches: Sequence[Cache], lengths: Sequence[int], capacity: int) -> Cache:
     """One batched cache from per-prompt caches, each row right-aligned (left padding).
 
@@ -147,18 +160,16 @@ def left_padded_cache(caches: Sequence[Cache], lengths: Sequence[int], capacity:
     width = max(lengths)
     out = Cache(layer_class_to_replicate=BufferedLayer)
     for index in range(len(caches[0].layers)):
-        keys0 = caches[0].layers[index].keys
-        assert keys0 is not None
+        keys0, _ = layer_states(caches[0], index)
         layer = BufferedLayer()
         layer.lazy_initialization(keys0, keys0)
         rows = keys0.new_zeros((len(caches), keys0.shape[1], 1, keys0.shape[3]))
         layer.reserve(capacity, rows)
         assert layer.key_buffer is not None and layer.value_buffer is not None
         for row, (cache, n) in enumerate(zip(caches, lengths, strict=True)):
-            src = cache.layers[index]
-            assert src.keys is not None and src.values is not None
-            layer.key_buffer[row, :, width - n : width] = src.keys[0, :, :n]
-            layer.value_buffer[row, :, width - n : width] = src.values[0, :, :n]
+            keys, values = layer_states(cache, index)
+            layer.key_buffer[row, :, width - n : width] = keys[0, :, :n]
+            layer.value_buffer[row, :, width - n : width] = values[0, :, :n]
         layer.length = width
         layer._views()
         out.layers.append(layer)
@@ -204,16 +215,52 @@ def _logits_kwargs(model: torch.nn.Module) -> dict[str, int]:
     return {"logits_to_keep": 1} if "logits_to_keep" in params else {}
 
 
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    """Length of the longest common prefix of two id sequences (pure)."""
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def _prefix_source(prompts: Sequence[Sequence[int]], i: int) -> tuple[int, int]:
+    """The earlier prompt sharing the longest prefix with prompt ``i``, and that length.
+
+    The length is capped one short of prompt ``i`` so that at least one of its tokens
+    is computed (its logits start the decoding).
+    """
+    best, length = -1, 0
+    for j in range(i):
+        n = min(common_prefix(prompts[i], prompts[j]), len(prompts[i]) - 1)
+        if n > length:
+            best, length = j, n
+    return best, length
+
+
 def _prefill(
     model: torch.nn.Module, prompts: Sequence[Sequence[int]], capacity: int
 ) -> tuple[Cache, torch.Tensor]:
-    """Each prompt through the model alone; the batched cache and last-position logits."""
+    """Each prompt through the model alone; the batched cache and last-position logits.
+
+    A prompt that begins like an earlier one (the chat template's system turn, the same
+    demonstrations) starts from that prompt's keys and values for the shared prefix and
+    computes only the rest: a position's keys and values depend only on the tokens up
+    to it.
+    """
     keep = _logits_kwargs(model)
-    caches, last = [], []
+    caches: list[Cache] = []
+    last = []
     device = next(model.parameters()).device
-    for ids in prompts:
-        x = torch.tensor([list(ids)], device=device)
+    for i, ids in enumerate(prompts):
+        source, shared = _prefix_source(prompts, i)
         cache = Cache(layer_class_to_replicate=DynamicLayer)
+        if shared:
+            for index in range(len(caches[source].layers)):
+                keys, values = layer_states(caches[source], index)
+                cache.update(keys[:, :, :shared], values[:, :, :shared], index)
+        x = torch.tensor([list(ids[shared:])], device=device)
         out = model(input_ids=x, past_key_values=cache, use_cache=True, **keep)
         caches.append(out.past_key_values)
         last.append(out.logits[:, -1, :])

@@ -2,7 +2,9 @@
 
 Simulated clients share a worker process; they share this frozen, read-only base (the
 cache below is keyed by everything that shapes it) and nothing else: callers set both
-adapters explicitly at the start of every round.
+adapters explicitly at the start of every round. On the CPU the base weights are a
+read-only file mapping (:mod:`fedpit.model.mapped`), so the worker processes of one
+machine share one copy of them.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from fedpit.adapters import attach_adapters
 from fedpit.config.schema import LoraSettings, ModelConfig
 from fedpit.lm.fingerprint import BaseFingerprint, base_fingerprint
 from fedpit.model import resolve as model_lib
+from fedpit.model.mapped import share_weights, weights_key
 from fedpit.model.prompts import PromptFormat, make_prompt_format
 
 if TYPE_CHECKING:
@@ -92,9 +95,10 @@ def get_runtime(model_cfg: ModelConfig, lora: LoraSettings) -> Runtime:
     """Load (once per process) the base model with ``local`` and ``public`` adapters."""
     path = model_lib.prepare(model_cfg.name)
     tokenizer = model_lib.load_tokenizer(path)
-    base = model_lib.load_model(
-        path, model_lib.pick_device(model_cfg.device), DTYPES[model_cfg.dtype]
-    )
+    device = model_lib.pick_device(model_cfg.device)
+    base = model_lib.load_model(path, device, DTYPES[model_cfg.dtype])
+    if device.type == "cpu" and share_weights(base, weights_key(path, DTYPES[model_cfg.dtype])):
+        release_memory()  # one copy of the frozen weights per machine: the private one goes
     peft_model = attach_adapters(base, lora, seed=0)
     fmt = make_prompt_format(model_cfg.template, tokenizer)
     return Runtime(peft_model, tokenizer, fmt, model_cfg.name)
