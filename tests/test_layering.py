@@ -17,6 +17,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 LAYERS: dict[str, int] = {
     "errors": 0,
     "jsonio": 0,
+    "cachedir": 0,
     "config": 1,
     "runs": 2,
     "data": 3,
@@ -164,6 +165,6 @@ def test_the_checks_see_a_cycle_and_an_upward_import(tmp_path: Path) -> None:
     ]
 
 
-@pytest.mark.parametrize("leaf", ["fedpit.privacy.accounting", "fedpit.errors"])
+@pytest.mark.parametrize("leaf", ["fedpit.privacy.accounting", "fedpit.errors", "fedpit.cachedir"])
 def test_leaves_import_nothing_from_the_package(leaf: str) -> None:
     assert graph()[leaf] == set()

@@ -153,3 +153,26 @@ def test_embed_minilm_on_three_sentences():
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     similarity = vectors @ vectors.T
     assert similarity[0, 1] > 0.8 > 0.3 > similarity[0, 2]
+
+
+def test_default_embedder_clusters_are_computed_once_per_machine(tmp_path, monkeypatch):
+    import importlib
+
+    partition_mod = importlib.import_module("fedpit.data.partition")
+    monkeypatch.setenv("FEDPIT_CACHE", str(tmp_path))
+    embed = FakeEmbed()
+    monkeypatch.setattr(partition_mod, "embed_minilm", embed)
+    examples = make_examples({"cat": 20, "dog": 20, "fish": 20})
+    first = partition(examples, "kmeans", 3, seed=0, alpha=0.01, num_clusters=3)
+    again = partition(examples, "kmeans", 3, seed=0, alpha=0.01, num_clusters=3)
+    assert len(embed.calls) == 1 and ids(again) == ids(first)  # the second read the cache
+    assert ids(first) == ids(
+        partition(examples, "kmeans", 3, seed=0, alpha=0.01, num_clusters=3, embed=FakeEmbed())
+    )  # the cached labels are the ones the embedder gives
+    partition(examples, "kmeans", 3, seed=1, alpha=0.01, num_clusters=3)  # another key
+    assert len(embed.calls) == 2
+    for cached in (tmp_path / "clusters").glob("*.json"):
+        cached.write_text("[1, 2]")  # damaged (wrong length): computed again
+    partition(examples, "kmeans", 3, seed=0, alpha=0.01, num_clusters=3)
+    assert len(embed.calls) == 3
+    assert not list((tmp_path / "clusters").glob(".*partial"))

@@ -7,13 +7,19 @@ labels and back. Every method is deterministic given its seed.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import hashlib
+import json
+import os
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from fedpit.cachedir import cache_root
 from fedpit.data.example import Example
 from fedpit.errors import ConfigError, DataError, ModelError
 
@@ -129,18 +135,78 @@ def partition_kmeans(
         raise ConfigError(
             f"num_clusters={num_clusters}; it must be between 1 and the {len(examples)} examples"
         )
-    vectors = np.asarray((embed or embed_minilm)([e.instruction for e in examples]))
-    if vectors.ndim != 2 or len(vectors) != len(examples):
-        raise DataError(f"embedder returned shape {vectors.shape}; expected ({len(examples)}, dim)")
-    clusters = KMeans(n_clusters=num_clusters, random_state=seed, n_init=10).fit_predict(vectors)
-    return _dirichlet(examples, [int(c) for c in clusters], num_clients, seed, alpha)
+    texts = [e.instruction for e in examples]
+
+    def cluster() -> list[int]:
+        vectors = np.asarray((embed or embed_minilm)(texts))
+        if vectors.ndim != 2 or len(vectors) != len(examples):
+            raise DataError(
+                f"embedder returned shape {vectors.shape}; expected ({len(examples)}, dim)"
+            )
+        km = KMeans(n_clusters=num_clusters, random_state=seed, n_init=10)
+        return [int(c) for c in km.fit_predict(vectors)]
+
+    # The default embedder's clusters are computed once per machine, not once per process
+    # (every simulation worker builds the split: measured, minutes of MiniLM each).
+    labels = cluster() if embed is not None else cached_clusters(texts, num_clusters, seed, cluster)
+    return _dirichlet(examples, labels, num_clients, seed, alpha)
+
+
+def cached_clusters(
+    texts: Sequence[str], num_clusters: int, seed: int, compute: Callable[[], list[int]]
+) -> list[int]:
+    """Cluster labels of ``texts`` from the machine's cache, computed once (under a lock).
+
+    The first process computes and writes them (atomically); processes that ask
+    meanwhile wait for it and read them.
+
+    Args:
+        texts: The embedded texts, in order.
+        num_clusters: k of k-means.
+        seed: k-means' random state.
+        compute: Computes the labels (MiniLM embeddings, then k-means).
+
+    Returns:
+        One label per text.
+    """
+    digest = hashlib.sha256(
+        "\x1f".join([f"minilm-l6-v2:k={num_clusters}:seed={seed}", *texts]).encode()
+    ).hexdigest()[:32]
+    folder = cache_root() / "clusters"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{digest}.json"
+    with _locked(folder / f".{digest}.lock"):
+        if path.is_file():
+            labels = json.loads(path.read_text())
+            if isinstance(labels, list) and len(labels) == len(texts):
+                return [int(x) for x in labels]
+        labels = compute()
+        partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+        partial.write_text(json.dumps(labels))
+        os.replace(partial, path)
+    return labels
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive lock on ``path`` between processes (where fcntl exists)."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock, at worst two processes compute the same
+        yield
+        return
+    with path.open("w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 @functools.lru_cache(maxsize=1)
 def _minilm() -> tuple[PreTrainedTokenizerBase, PreTrainedModel]:
     """The MiniLM tokenizer and encoder, loaded once per process."""
     import importlib.util
-    from pathlib import Path
 
     from transformers import AutoModel, AutoTokenizer
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import os
 import shutil
 import tempfile
 import time
@@ -22,6 +21,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
+from fedpit.cachedir import cache_root
 from fedpit.errors import ModelError
 
 log = logging.getLogger(__name__)
@@ -49,8 +49,7 @@ class ModelSource:
 
 def default_cache_dir() -> Path:
     """The directory that holds converted models (``$FEDPIT_CACHE`` or ~/.cache/fedpit)."""
-    env = os.environ.get("FEDPIT_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "fedpit"
+    return cache_root()
 
 
 def embedded_gguf_path() -> Path:
