@@ -40,6 +40,19 @@ def round_seconds(run_dir: Path) -> list[float]:
     return [b - a for a, b in itertools.pairwise(elapsed)]
 
 
+def warm_split(overrides: Sequence[str], num_clients: int) -> None:
+    """Build the scale runs' split once, before any run.
+
+    Its one-off k-means (cached per machine) then falls into no run's rounds.
+    """
+    from fedpit.config.load import from_flat, parse_overrides
+    from fedpit.data.prepare import run_data_for
+
+    values: dict[str, object] = {**parse_overrides(list(overrides))}
+    values["data.num-clients"] = str(num_clients)
+    run_data_for(from_flat(values))
+
+
 def bench_scale(counts: Sequence[int], overrides: Sequence[str], work: Path) -> dict[str, Any]:
     """Peak summed PSS and mean seconds per round for each client count.
 
@@ -53,6 +66,7 @@ def bench_scale(counts: Sequence[int], overrides: Sequence[str], work: Path) -> 
         plus ``round_seconds`` and their mean; ratios of the last count over the first.
     """
     work.mkdir(parents=True, exist_ok=True)
+    warm_split([*SCALE_OVERRIDES, *overrides], max(counts))
     runs = []
     for n in counts:
         run = simulation_peak(n, [*SCALE_OVERRIDES, *overrides], work)

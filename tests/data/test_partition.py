@@ -166,6 +166,8 @@ def test_default_embedder_clusters_are_computed_once_per_machine(tmp_path, monke
     first = partition(examples, "kmeans", 3, seed=0, alpha=0.01, num_clusters=3)
     again = partition(examples, "kmeans", 3, seed=0, alpha=0.01, num_clusters=3)
     assert len(embed.calls) == 1 and ids(again) == ids(first)  # the second read the cache
+    named = partition(examples, "kmeans", 3, seed=0, alpha=0.01, num_clusters=3, embed=embed)
+    assert len(embed.calls) == 1 and ids(named) == ids(first)  # named default: cached too
     assert ids(first) == ids(
         partition(examples, "kmeans", 3, seed=0, alpha=0.01, num_clusters=3, embed=FakeEmbed())
     )  # the cached labels are the ones the embedder gives

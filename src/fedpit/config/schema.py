@@ -38,6 +38,7 @@ TEMPLATES = ("auto", "alpaca", "chat")
 NOVELTY_CHECKS = ("rouge", "focus")
 SELECTIONS = ("ifs", "random")
 ON_EMPTY = ("damped", "skip")
+GENERATION_DTYPES = ("float32", "bfloat16")
 DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 Scalar = str | int | float | bool
@@ -80,6 +81,9 @@ class SynthSettings:
         on_empty: What a FedPIT client uploads in a round where SynGen kept no
             candidate (W_s stays W_g): ``damped`` (β·W_l + (1−β)·W_g, as the mix then
             is) or ``skip`` (no upload: the client reports the round as failed).
+        generation_dtype: The frozen base's dtype while SynGen decodes (``float32``:
+            as loaded; ``bfloat16``: faster on CPUs with bf16 instructions, the adapters
+            stay in their own dtype). Scoring (IFS) and training keep the loaded dtype.
         distill_top_k: 0 trains W_s on the sampled tokens; k > 0 trains it on the
             teacher's top-k token distributions over each kept response
             (soft-label context distillation; the teacher is the global model with the
@@ -109,6 +113,7 @@ class SynthSettings:
     selection: str = "random"
     ifs_same_tokens: bool = True
     distill_top_k: int = 0
+    generation_dtype: str = "float32"
     on_empty: str = "damped"
 
     def __post_init__(self) -> None:
@@ -139,6 +144,11 @@ class SynthSettings:
             ("selection", self.selection in SELECTIONS, ", ".join(SELECTIONS)),
             ("distill-top-k", self.distill_top_k >= 0, "an integer ≥ 0 (0 = hard labels)"),
             ("on-empty", self.on_empty in ON_EMPTY, ", ".join(ON_EMPTY)),
+            (
+                "generation-dtype",
+                self.generation_dtype in GENERATION_DTYPES,
+                ", ".join(GENERATION_DTYPES),
+            ),
         ]
         for key, ok, allowed in checks:
             if not ok:

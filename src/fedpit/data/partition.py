@@ -148,7 +148,8 @@ def partition_kmeans(
 
     # The default embedder's clusters are computed once per machine, not once per process
     # (every simulation worker builds the split: measured, minutes of MiniLM each).
-    labels = cluster() if embed is not None else cached_clusters(texts, num_clusters, seed, cluster)
+    default = embed is None or embed is embed_minilm
+    labels = cached_clusters(texts, num_clusters, seed, cluster) if default else cluster()
     return _dirichlet(examples, labels, num_clients, seed, alpha)
 
 

@@ -36,7 +36,7 @@ from fedpit.fed.robust import poison
 from fedpit.lm.batched_generation import make_generate_fn
 from fedpit.lm.batching import Encoded, encode_pair
 from fedpit.lm.distill import teacher_targets
-from fedpit.lm.runtime import Runtime, release_memory
+from fedpit.lm.runtime import DTYPES, Runtime, release_memory
 from fedpit.lm.scoring import response_lengths, response_nll
 from fedpit.lm.train import TrainStats, cosine_lr, train_adapter
 from fedpit.privacy.allowlist import upload_metrics
@@ -123,7 +123,8 @@ def synthesize(
 ) -> SynthResult:
     """SynGen with ``adapter`` active (the current global model, W_g)."""
     rt.model.set_adapter(adapter)
-    generate = make_generate_fn(rt.model, rt.tokenizer)
+    dtype = DTYPES[cfg.synth.generation_dtype]
+    generate = make_generate_fn(rt.model, rt.tokenizer, base_dtype=dtype)
     return generate_synthetic(
         private, generate, rt.fmt, cfg.synth, random.Random(phase_seed(info, "synth"))
     )

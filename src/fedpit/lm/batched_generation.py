@@ -9,6 +9,7 @@ default model on a 2-core CPU).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, cast
 
@@ -18,6 +19,7 @@ from transformers import StoppingCriteria, StoppingCriteriaList
 
 from fedpit.lm.decoding import StopCheck, decode, supports
 from fedpit.lm.generation import GenerateFn, Generation, GenerationSpec
+from fedpit.lm.lowp import base_in
 
 if TYPE_CHECKING:
     from transformers.tokenization_utils_base import PreTrainedTokenizerBase
@@ -60,8 +62,13 @@ def make_generate_fn(
     tokenizer: PreTrainedTokenizerBase,
     batch_size: int = 16,
     progress: bool = True,
+    base_dtype: torch.dtype | None = None,
 ) -> GenerateFn:
-    """A :data:`GenerateFn` over ``model`` with whatever adapter is active when called."""
+    """A :data:`GenerateFn` over ``model`` with whatever adapter is active when called.
+
+    ``base_dtype`` (e.g. bfloat16): decode with the frozen base weights in that dtype
+    (:func:`fedpit.lm.lowp.base_in`; the adapters stay as they are). None: as loaded.
+    """
     eos_id = tokenizer.eos_token_id
 
     fast = supports(model)
@@ -81,12 +88,12 @@ def make_generate_fn(
         )
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
-            if fast:
-                rows = decode(
-                    model, [ids[i] for i in idx], spec, eos_id, _stop_check(tokenizer, spec.stop)
-                )
-            else:
-                rows = _hf_generate(model, tokenizer, [prompts[i] for i in idx], spec)
+            with base_in(model, base_dtype) if base_dtype else contextlib.nullcontext():
+                if fast:
+                    stop = _stop_check(tokenizer, spec.stop)
+                    rows = decode(model, [ids[i] for i in idx], spec, eos_id, stop)
+                else:
+                    rows = _hf_generate(model, tokenizer, [prompts[i] for i in idx], spec)
             for i, (new, ended) in zip(idx, rows, strict=True):
                 decoded = tokenizer.decode(new, skip_special_tokens=True)
                 if not isinstance(decoded, str):  # one sequence of ids decodes to one text
