@@ -146,7 +146,7 @@ def add_decode_bounds(
         gen["compute_bound"] = compute_bound(
             gen["prompt_tokens_total"], gen["ours"]["tokens"], params, limits["matmul_flops"]
         )
-        for who in ("ours", "generate", "naive"):
+        for who in ("ours", "ours_bf16", "generate", "naive"):
             if who in gen:
                 gen[who]["share_of_compute_bound"] = gen[who]["tokens_per_s"] / gen["compute_bound"]
 
