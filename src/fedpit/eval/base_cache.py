@@ -26,9 +26,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
+from fedpit.cachedir import cache_root
 from fedpit.lm.generation import GenerateFn, Generation, GenerationSpec
 from fedpit.lm.runtime import Runtime
-from fedpit.model.resolve import default_cache_dir
 from fedpit.runs.rundir import write_json
 
 OFF_ENV = "FEDPIT_NO_BASE_CACHE"
@@ -63,7 +63,7 @@ def cache_path(rt: Runtime, kind: str, key: dict[str, Any]) -> Path:
     """Where the value of ``kind`` for ``key`` under ``rt``'s base model is kept."""
     doc = {"kind": kind, "base": rt.fingerprint.digest, "code": code_version(), "key": key}
     digest = hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
-    return default_cache_dir() / FOLDER / f"{kind}-{digest[:40]}.json"
+    return cache_root() / FOLDER / f"{kind}-{digest[:40]}.json"
 
 
 def cached(rt: Runtime, kind: str, key: dict[str, Any], compute: Callable[[], T]) -> T:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from fedpit.model.resolve import default_cache_dir
+from fedpit.cachedir import cache_root
 
 
 def weights_key(path: str, dtype: torch.dtype) -> str:
@@ -85,7 +85,7 @@ def map_weights(model: torch.nn.Module, key: str, root: Path | None = None) -> P
     Returns:
         The file the weights are mapped from.
     """
-    folder = root or default_cache_dir() / "mapped"
+    folder = root or cache_root() / "mapped"
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"{key}.pt"
     if not target.is_file():

