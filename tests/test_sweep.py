@@ -19,6 +19,7 @@ from fedpit.errors import ConfigError
 from fedpit.runs.rundir import create_run_dir, write_json
 from fedpit.runs.sweep import (
     command,
+    elsewhere,
     load_sweep,
     plan,
     run_sweep,
@@ -426,6 +427,31 @@ def test_the_cli_subset_and_its_errors(sweep_file: Path, capsys: pytest.CaptureF
     args = parser.parse_args(["sweep", str(sweep_file), "--seeds", "one", "--dry-run"])
     with pytest.raises(ConfigError, match="give integers"):
         args.func(args)
+
+
+def test_a_probe_runs_elsewhere_without_post_steps(
+    sweep_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sweep_file.write_text(sweep_file.read_text() + 'post = ["attack {run}"]\n')
+    spec = load_sweep(sweep_file, {"fed.rounds": 2})
+    probe = elsewhere(spec, tmp_path / "probe", post=False)
+    assert probe.post == () and spec.post == ("attack {run}",)
+    assert [c.run_dir for c in plan(probe)] == [tmp_path / "probe" / c for c in CELLS]
+    assert elsewhere(spec) == spec
+    runner = FakeRunner()
+    run_sweep(probe, runner)
+    assert runner.ran == CELLS and not spec.root.exists()
+    assert all("fed.rounds=2" in " ".join(command(c, probe.base)) for c in plan(probe))
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ConfigError, match="exists and is not a directory"):
+        elsewhere(spec, tmp_path / "file")
+    parser = argparse.ArgumentParser()
+    add_commands(parser.add_subparsers())
+    args = parser.parse_args(
+        ["sweep", str(sweep_file), "--dir", str(tmp_path / "p2"), "--no-post", "--dry-run"]
+    )
+    assert args.func(args) == 0
+    assert str(tmp_path / "p2") in capsys.readouterr().out
 
 
 def test_a_second_sweep_in_the_same_dir_is_refused(sweep_file: Path) -> None:

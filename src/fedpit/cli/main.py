@@ -259,6 +259,9 @@ def make_parser() -> argparse.ArgumentParser:
     from fedpit.eval.compare import add_commands as add_compare_commands
 
     add_compare_commands(sub)
+    from fedpit.eval.paired_utility import add_commands as add_paired_utility_commands
+
+    add_paired_utility_commands(sub)
     add_report_commands(sub)
     from fedpit.cli.deploy import add_commands as add_deploy_commands  # certs, node-key, federation
 

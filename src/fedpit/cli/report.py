@@ -19,6 +19,11 @@ fedpit, fedpit-v1 and fedavg-damped. Rerunning the command resumes: finished cel
 skipped, an interrupted federated cell continues from its last completed round (other
 interrupted cells are removed and rerun), and post steps a cell has not done yet run.
 Status: <dir>/sweep.json; logs: <dir>/logs/.
+
+A short probe of some arms (one seed, two rounds, no attacks) in its own directory:
+
+  fedpit sweep configs/study-syngen.toml fed.rounds=2 --dir runs/probe-syngen --no-post \
+               --seeds 0 --methods fedpit --arms sampled-top-p,sampled-public-lr2
 """
 
 REPORT_HELP = """\
@@ -36,7 +41,7 @@ OUT/runs/<run>/, so that `fedpit report OUT/runs --out OUT` rebuilds it later, e
 def cmd_sweep(args: argparse.Namespace) -> int:
     """``fedpit sweep CONFIG.toml [key=value ...] [--dry-run]``."""
     from fedpit.config.load import parse_overrides
-    from fedpit.runs.sweep import FAILED, load_sweep, print_plan, run_sweep, subset
+    from fedpit.runs.sweep import FAILED, elsewhere, load_sweep, print_plan, run_sweep, subset
 
     spec = subset(
         load_sweep(args.config, parse_overrides(args.overrides)),
@@ -44,6 +49,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         seeds=_seeds(args.seeds),
         arms=_names(args.arms),
     )
+    spec = elsewhere(spec, args.dir, post=not args.no_post)
     print_plan(spec)
     if args.dry_run:
         return 0
@@ -116,6 +122,14 @@ def add_commands(subparsers: Any) -> None:
     )
     sweep.add_argument(
         "--seeds", metavar="0,1,2", help="run these seeds instead of the file's (comma-separated)"
+    )
+    sweep.add_argument(
+        "--dir",
+        metavar="DIR",
+        help="run the cells in DIR instead of the file's sweep.dir (e.g. a short probe)",
+    )
+    sweep.add_argument(
+        "--no-post", action="store_true", help="skip the file's post steps (attacks, evals)"
     )
     sweep.set_defaults(func=cmd_sweep)
     report = subparsers.add_parser(

@@ -173,24 +173,36 @@ def compare_mean(
     return out
 
 
-def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``compare-leakage`` to the ``fedpit`` command line."""
+def add_paired_command(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    help: str,
+    description: str,
+    runs_help: str,
+) -> argparse.ArgumentParser:
+    """A ``fedpit`` subcommand over run pairs (A B, or A1 B1 A2 B2 ...) with a bootstrap."""
     cmd = subparsers.add_parser(
-        "compare-leakage",
-        help="paired comparison of two runs' membership-inference leakage",
-        description=COMPARE_HELP,
+        name,
+        help=help,
+        description=description,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    cmd.add_argument(
-        "runs",
-        metavar="RUN_A RUN_B",
-        nargs="+",
-        type=Path,
-        help="two attacked runs, or more pairs A1 B1 A2 B2 ... (one per seed)",
-    )
-    cmd.add_argument("--target", default="global", help="attacked target of both (default: global)")
+    cmd.add_argument("runs", metavar="RUN_A RUN_B", nargs="+", type=Path, help=runs_help)
     cmd.add_argument("--resamples", type=int, default=2000, metavar="N")
     cmd.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
+    return cmd
+
+
+def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``compare-leakage`` to the ``fedpit`` command line."""
+    cmd = add_paired_command(
+        subparsers,
+        "compare-leakage",
+        "paired comparison of two runs' membership-inference leakage",
+        COMPARE_HELP,
+        "two attacked runs, or more pairs A1 B1 A2 B2 ... (one per seed)",
+    )
+    cmd.add_argument("--target", default="global", help="attacked target of both (default: global)")
     cmd.set_defaults(func=cmd_compare)
 
 

@@ -29,7 +29,9 @@ lists every cell and its status. One sweep at a time may run in a directory (a l
 running.
 
 ``fedpit sweep FILE --seeds 1,2 --arms NAME --methods a,b`` runs part of a file's grid in
-the same directory (e.g. more seeds of the one arm that looked promising).
+the same directory (e.g. more seeds of the one arm that looked promising); ``--dir D
+--no-post fed.rounds=2`` runs it elsewhere, shortened, without the post steps (a probe
+that prunes arms before they cost three full seeds).
 """
 
 from __future__ import annotations
@@ -197,6 +199,18 @@ def subset(
         seeds=tuple(seeds) if seeds is not None else spec.seeds,
         arms={k: v for k, v in spec.arms.items() if arms is None or k in arms},
     )
+
+
+def elsewhere(spec: SweepSpec, root: str | Path | None = None, post: bool = True) -> SweepSpec:
+    """The same grid in another directory (``root``) and/or without its post steps.
+
+    The cells' run directories follow the new root; a probe (fewer rounds, no attacks)
+    must not share a directory with the full cells it prunes for.
+    """
+    new_root = spec.root if root is None else Path(root).expanduser().resolve()
+    if new_root.exists() and not new_root.is_dir():
+        raise ConfigError(f"--dir {root}: exists and is not a directory")
+    return dataclasses.replace(spec, root=new_root, post=spec.post if post else ())
 
 
 @contextmanager
