@@ -14,6 +14,9 @@ from typing import Any
 
 import torch
 
+SHARED_DEMOS = 4
+"""Prompts per demonstration set in the shared-demonstrations row."""
+
 
 def count_new_tokens(new_ids: Sequence[int], eos_id: int | None, pad_id: int | None) -> int:
     """Tokens a sequence really generated, from its new ids (the prompt cut off).
@@ -37,7 +40,9 @@ def count_new_tokens(new_ids: Sequence[int], eos_id: int | None, pad_id: int | N
     return len(new_ids)
 
 
-def response_prompts(cfg: Any, fmt: Any, clients: Sequence[Sequence[Any]], n: int) -> list[str]:
+def response_prompts(
+    cfg: Any, fmt: Any, clients: Sequence[Sequence[Any]], n: int, shared: int = 1
+) -> list[str]:
     """``n`` real SynGen response-phase prompts from the clients' private examples.
 
     Each prompt asks for the answer to one private question (round-robin over clients)
@@ -48,6 +53,9 @@ def response_prompts(cfg: Any, fmt: Any, clients: Sequence[Sequence[Any]], n: in
         fmt: The model's prompt format.
         clients: The clients' private examples.
         n: Prompts to build.
+        shared: Consecutive prompts of a client that show the same demonstrations
+            (``synth.shared-demos``), drawn from the client's other examples; 1 draws
+            per prompt.
 
     Returns:
         The prompts.
@@ -58,15 +66,41 @@ def response_prompts(cfg: Any, fmt: Any, clients: Sequence[Sequence[Any]], n: in
 
     rng = random.Random(cfg.seed)
     prompts = []
+    drawn: dict[tuple[int, int], list[Any]] = {}
     for i in range(n):
-        client = clients[i % len(clients)]
-        example = client[(i // len(clients)) % len(client)]
-        others = [e for e in client if e.id != example.id]
-        demos = rng.sample(others, min(cfg.synth.response_demos, len(others)))
+        c = i % len(clients)
+        client = clients[c]
+        j = i // len(clients)
+        example = client[j % len(client)]
+        group = j // shared
+        if (c, group) not in drawn:
+            asked = {
+                client[k % len(client)].id for k in range(group * shared, (group + 1) * shared)
+            }
+            others = [e for e in client if e.id not in asked]
+            drawn[c, group] = rng.sample(others, min(cfg.synth.response_demos, len(others)))
         prompts.append(
-            response_prompt(example.instruction, demos, fmt, cfg.synth.demo_answer_words)
+            response_prompt(example.instruction, drawn[c, group], fmt, cfg.synth.demo_answer_words)
         )
     return prompts
+
+
+def prefill_tokens(ids: Sequence[Sequence[int]], batch_size: int = 16) -> int:
+    """Prompt tokens the decoder computes, prefix reuse counted.
+
+    Each prompt less the longest prefix it shares with an earlier prompt of its batch
+    (length-sorted batches, as :func:`batched` runs them; one token always computed).
+    """
+    from fedpit.lm.decoding import common_prefix
+
+    order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
+    total = 0
+    for start in range(0, len(order), batch_size):
+        batch = [ids[i] for i in order[start : start + batch_size]]
+        for k, row in enumerate(batch):
+            reused = max((common_prefix(row, batch[m]) for m in range(k)), default=0)
+            total += len(row) - min(reused, len(row) - 1)
+    return total
 
 
 def _trim(new: list[int], eos_id: int | None, pad_id: int | None) -> list[int]:
@@ -220,6 +254,22 @@ def bench_generation(
         ),
     }
 
+    # synth.shared-demos = 4: groups of 4 prompts of a client show the same demonstrations.
+    shared_prompts = response_prompts(cfg, rt.fmt, clients, n, shared=SHARED_DEMOS)
+    t0 = time.perf_counter()
+    _, shared_ids = batched(ours_run, tok, shared_prompts, spec)
+    seconds = time.perf_counter() - t0
+    tokens = sum(map(len, shared_ids))
+    encode = [tok(p, add_special_tokens=False)["input_ids"] for p in (*prompts, *shared_prompts)]
+    timed["ours_shared"] = {
+        "seconds": seconds,
+        "tokens": tokens,
+        "tokens_per_s": tokens / seconds,
+        "shared_demos": SHARED_DEMOS,
+        "prefill_tokens": prefill_tokens(encode[n:]),
+        "prefill_tokens_unshared": prefill_tokens(encode[:n]),
+    }
+
     ours_texts, ours_ids = outputs["ours"]
     mismatches = sorted(
         {i for other in ("generate", "naive") for i, (a, b) in
@@ -240,6 +290,7 @@ def bench_generation(
         "speedup": timed["ours"]["tokens_per_s"] / timed["naive"]["tokens_per_s"],
         "speedup_vs_generate": timed["ours"]["tokens_per_s"] / timed["generate"]["tokens_per_s"],
         "speedup_bf16": timed["ours_bf16"]["tokens_per_s"] / timed["naive"]["tokens_per_s"],
+        "speedup_shared": timed["ours_shared"]["tokens_per_s"] / timed["naive"]["tokens_per_s"],
         "outputs_equal": not mismatches and same_ids,
         "mismatched_prompts": mismatches,
         "example": {"prompt_tail": prompts[0][-200:], "output": ours_texts[0][:300]},

@@ -125,6 +125,19 @@ def build_rows(results: dict[str, Any]) -> list[list[str]]:
                     f"{100 * bf16['same_text_share']:.0f}%",
                 ]
             )
+        if "ours_shared" in gen:
+            sh = gen["ours_shared"]
+            rows.append(
+                [
+                    f"generation tokens/s (ours, demonstrations shared by {sh['shared_demos']})",
+                    fmt_num(sh["tokens_per_s"]),
+                    fmt_num(gen["naive"]["tokens_per_s"]),
+                    fmt_ratio(gen["speedup_shared"]),
+                    f"synth.shared-demos = {sh['shared_demos']} · prefill tokens computed "
+                    f"{sh['prefill_tokens']} vs {sh['prefill_tokens_unshared']} unshared · "
+                    f"{sh['seconds']:.1f} s vs {gen['ours']['seconds']:.1f} s",
+                ]
+            )
     if train:
         rows.append(
             [

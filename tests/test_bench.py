@@ -134,9 +134,17 @@ def test_build_rows_formats_every_section():
     results = {
         "limits": {"matmul_flops": 1.4e11, "bandwidth_bytes_per_s": 1e10},
         "generation": {
-            "ours": {"tokens_per_s": 80.0},
+            "ours": {"tokens_per_s": 80.0, "seconds": 20.0},
             "naive": {"tokens_per_s": 13.0},
             "speedup": 80 / 13,
+            "ours_shared": {
+                "tokens_per_s": 104.0,
+                "seconds": 15.0,
+                "shared_demos": 4,
+                "prefill_tokens": 900,
+                "prefill_tokens_unshared": 3600,
+            },
+            "speedup_shared": 8.0,
             "outputs_equal": True,
             "batch_size": 16,
             "bound_batch1": 18.0,
@@ -171,6 +179,7 @@ def test_build_rows_formats_every_section():
     table = format_table(["m", "v", "b", "r", "t"], build_rows(results))
     assert "1.10×" in table and "1.35×" in table and "10: 20.00 · 100: 27.00" in table
     assert "6.15×" in table
+    assert "8.00×" in table and "900 vs 3600 unshared · 15.0 s vs 20.0 s" in table
     assert "2.00×" in table
     assert "1.20×" in table
     assert "50.0% / 25.0%" in table
@@ -183,3 +192,45 @@ def test_round_seconds_are_the_differences_of_elapsed(tmp_path):
     rows.append({"round": 2, "elapsed_s": 40.0})
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert round_seconds(tmp_path) == [10.0, 25.0]
+
+
+def test_prefill_tokens_count_what_prefix_reuse_leaves():
+    from bench.generation import prefill_tokens
+
+    # Sorted longest first: [1,2,3,4,5] computed whole (5); [1,2,3,9] shares 3 (1 more);
+    # [1,2] shares 2 but one token is always computed (1); [7] shares nothing (1).
+    assert prefill_tokens([[1, 2], [1, 2, 3, 9], [7], [1, 2, 3, 4, 5]]) == 5 + 1 + 1 + 1
+    # In batches of 2 the short pair cannot reuse the long pair's prefix.
+    assert (
+        prefill_tokens([[1, 2], [1, 2, 3, 9], [7], [1, 2, 3, 4, 5]], batch_size=2) == 5 + 1 + 2 + 1
+    )
+
+
+def test_shared_bench_prompts_group_a_clients_demonstrations():
+    from types import SimpleNamespace
+
+    from bench.generation import response_prompts
+
+    from fedpit.data.example import Example
+    from fedpit.model.prompts import make_prompt_format
+
+    fmt = make_prompt_format("alpaca", None)
+    clients = [
+        [Example(f"c{c}-{i}", f"Question {c} {i} ?", "", f"Answer {c} {i}.") for i in range(8)]
+        for c in range(2)
+    ]
+    cfg = SimpleNamespace(seed=0, synth=SimpleNamespace(response_demos=2, demo_answer_words=80))
+    own = response_prompts(cfg, fmt, clients, 8)
+    shared = response_prompts(cfg, fmt, clients, 8, shared=2)
+    assert own == response_prompts(cfg, fmt, clients, 8, shared=1)
+
+    def demos(p: str) -> str:
+        return p[: p.rindex("### Instruction:")]
+
+    # Prompts 0, 2 (client 0's first two questions) share; 4, 6 share; clients differ.
+    assert demos(shared[0]) == demos(shared[2]) != demos(shared[4]) == demos(shared[6])
+    assert demos(shared[1]) == demos(shared[3]) != demos(shared[0])
+    for p in shared:  # no prompt shows its own question among the demonstrations
+        asked = p[p.rindex("### Instruction:") :].split("\n")[1]
+        assert asked not in demos(p)
+    assert len({demos(p) for p in own}) == 8

@@ -235,3 +235,54 @@ def test_distillation_changes_w_s_only_and_uses_the_teacher_prompts(
     [(prompts, top_k, adapter)] = seen
     assert top_k == 8 and adapter == PUBLIC and len(prompts) == 2
     assert all(p.startswith("Demo: ") for p in prompts)
+
+
+# --- shared demonstrations: groups of response prompts show one draw --------------------
+
+
+def _record_prompts(settings: SynthSettings, seed: int = 0) -> tuple[list[str], list[str]]:
+    """(instruction prompts, response prompts) SynGen sends, every instruction distinct."""
+    asked: dict[str, list[str]] = {"instruction": [], "response": []}
+
+    def fake_generate(prompts, spec):
+        if spec.stop == ("\n",):
+            asked["instruction"] += prompts
+            n = len(asked["instruction"])
+            return [
+                Generation(f"What causes rare disease number {n + i} ?", True)
+                for i in range(len(prompts))
+            ]
+        asked["response"] += prompts
+        answer = "It is caused by many different things in the human body and genes."
+        return [Generation(answer, True) for _ in prompts]
+
+    fmt = make_prompt_format("alpaca", None)
+    generate_synthetic(examples(8), fake_generate, fmt, settings, random.Random(seed))
+    return asked["instruction"], asked["response"]
+
+
+def _demo_block(prompt: str) -> str:
+    """The demonstrations of an Alpaca response prompt: everything before the new block."""
+    return prompt[: prompt.rindex("### Instruction:")]
+
+
+def test_shared_demonstrations_group_the_response_prompts_and_change_nothing_else():
+    base = SynthSettings(
+        attempts=6, do_sample=True, response_demos=2, novelty="rouge", novelty_threshold=1.0
+    )
+    own_i, own_r = _record_prompts(base)
+    shared_i, shared_r = _record_prompts(dataclasses.replace(base, shared_demos=3))
+    assert len(own_r) == len(shared_r) == 6
+    assert shared_i == own_i  # the instruction phase is untouched
+    groups = [{_demo_block(p) for p in shared_r[k : k + 3]} for k in (0, 3)]
+    assert [len(g) for g in groups] == [1, 1] and groups[0] != groups[1]
+    assert len({_demo_block(p) for p in own_r}) > 2  # without sharing: a draw per prompt
+    # The first prompt of each group draws as the unshared first prompt does.
+    assert _demo_block(shared_r[0]) == _demo_block(own_r[0])
+    # Prompts keep their own instruction.
+    assert [p[p.rindex("### Instruction:") :] for p in shared_r] == [
+        p[p.rindex("### Instruction:") :] for p in own_r
+    ]
+    assert _record_prompts(dataclasses.replace(base, shared_demos=1)) == (own_i, own_r)
+    with pytest.raises(Exception, match=r"shared-demos"):
+        SynthSettings(shared_demos=0)

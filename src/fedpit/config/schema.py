@@ -60,6 +60,9 @@ class SynthSettings:
         format_retries: Response generations per instruction before dropping it.
         instruction_demos: Local questions shown in the instruction prompt.
         response_demos: Local examples shown in the response prompt.
+        shared_demos: Response prompts of one round that share one set of
+            demonstrations (1: each draws its own, as the paper does). Prompts that
+            share them share a prefix, whose keys and values the decoder computes once.
         demo_answer_words: Demonstration answers are cut to about this many words.
         max_instruction_tokens: New-token limit of the instruction phase.
         max_response_tokens: New-token limit of the response phase.
@@ -99,6 +102,7 @@ class SynthSettings:
     format_retries: int = 3
     instruction_demos: int = 8
     response_demos: int = 2
+    shared_demos: int = 1
     demo_answer_words: int = 80
     max_instruction_tokens: int = 32
     max_response_tokens: int = 160
@@ -126,6 +130,7 @@ class SynthSettings:
             ("format-retries", self.format_retries >= 1, "an integer ≥ 1"),
             ("instruction-demos", self.instruction_demos >= 1, "an integer ≥ 1"),
             ("response-demos", self.response_demos >= 0, "an integer ≥ 0"),
+            ("shared-demos", self.shared_demos >= 1, "an integer ≥ 1 (1 = not shared)"),
             ("demo-answer-words", self.demo_answer_words >= 1, "an integer ≥ 1"),
             (
                 "max-instruction-tokens",

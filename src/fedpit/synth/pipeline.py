@@ -120,6 +120,20 @@ def _instructions(
     return accepted
 
 
+def _demonstrations(
+    private: Sequence[Example], prompts: int, per_prompt: int, shared: int, rng: random.Random
+) -> list[list[Example]]:
+    """The demonstrations of each of ``prompts`` response prompts, in order.
+
+    Consecutive groups of ``shared`` prompts show the same draw; with ``shared = 1`` every
+    prompt draws its own (one ``rng.sample`` per prompt, as without sharing).
+    """
+    out: list[list[Example]] = []
+    for k in range(prompts):
+        out.append(rng.sample(list(private), per_prompt) if k % shared == 0 else out[-1])
+    return out
+
+
 def _responses(
     instructions: dict[int, str],
     private: Sequence[Example],
@@ -144,14 +158,10 @@ def _responses(
     for _ in range(settings.format_retries):
         if not pending:
             break
+        demos = _demonstrations(private, len(pending), num_demos, settings.shared_demos, rng)
         prompts = [
-            response_prompt(
-                instructions[i],
-                rng.sample(list(private), num_demos),
-                fmt,
-                settings.demo_answer_words,
-            )
-            for i in pending
+            response_prompt(instructions[i], shown, fmt, settings.demo_answer_words)
+            for i, shown in zip(pending, demos, strict=True)
         ]
         outputs = _generate(generate, prompts, spec, "response", result)
         failed = []
