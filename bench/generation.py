@@ -91,12 +91,12 @@ def prefill_tokens(ids: Sequence[Sequence[int]], batch_size: int = 16) -> int:
     Each prompt less the longest prefix it shares with an earlier prompt of its batch
     (length-sorted batches, as :func:`batched` runs them; one token always computed).
     """
+    from fedpit.lm.batched_generation import length_batches
     from fedpit.lm.decoding import common_prefix
 
-    order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
     total = 0
-    for start in range(0, len(order), batch_size):
-        batch = [ids[i] for i in order[start : start + batch_size]]
+    for idx in length_batches([len(x) for x in ids], batch_size):
+        batch = [ids[i] for i in idx]
         for k, row in enumerate(batch):
             reused = max((common_prefix(row, batch[m]) for m in range(k)), default=0)
             total += len(row) - min(reused, len(row) - 1)
@@ -124,14 +124,12 @@ def batched(
         The texts (cut at the spec's stop strings) and each prompt's generated ids, the
         end-of-sequence id appended where it ended on it (as the naive loop counts).
     """
-    from fedpit.lm.batched_generation import _cut
+    from fedpit.lm.batched_generation import _cut, length_batches
 
     ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
-    order = sorted(range(len(prompts)), key=lambda i: -len(ids[i]))
     texts: list[str] = [""] * len(prompts)
     out: list[list[int]] = [[] for _ in prompts]
-    for start in range(0, len(order), batch_size):
-        idx = order[start : start + batch_size]
+    for idx in length_batches([len(x) for x in ids], batch_size):
         rows = run([prompts[i] for i in idx], [ids[i] for i in idx], spec)
         for i, (new, ended) in zip(idx, rows, strict=True):
             texts[i] = _cut(tokenizer.decode(new, skip_special_tokens=True), spec.stop)[0]

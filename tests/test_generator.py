@@ -77,3 +77,11 @@ def test_top_p_reaches_the_sampler(tiny_model_dir):
     torch.manual_seed(0)
     nucleus = GenerationSpec(max_new_tokens=12, do_sample=True, temperature=5.0, top_p=1e-6)
     assert [g.text for g in gen(prompts, nucleus)] == greedy
+
+
+def test_length_batches_put_the_longest_prompts_first():
+    from fedpit.lm.batched_generation import length_batches
+
+    assert length_batches([3, 9, 1, 9, 5], 2) == [[1, 3], [4, 0], [2]]  # ties keep order
+    assert length_batches([], 4) == []
+    assert sorted(i for b in length_batches([4, 2, 8, 1, 1], 3) for i in b) == [0, 1, 2, 3, 4]

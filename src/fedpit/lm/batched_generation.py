@@ -57,6 +57,16 @@ def _cut(text: str, stops: Sequence[str]) -> tuple[str, bool]:
     return text[: min(positions)], True
 
 
+def length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Indices of the prompts in batches of ``batch_size``, longest prompts first (pure).
+
+    Prompts of similar length decode together: fewer padded positions, and the longest
+    batch first shows the worst case of memory at once.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+
+
 def make_generate_fn(
     model: torch.nn.Module,
     tokenizer: PreTrainedTokenizerBase,
@@ -77,7 +87,6 @@ def make_generate_fn(
     def generate(prompts: Sequence[str], spec: GenerationSpec) -> list[Generation]:
         results: list[Generation | None] = [None] * len(prompts)
         ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
-        order = sorted(range(len(prompts)), key=lambda i: -len(ids[i]))
         model.eval()
         bar = tqdm(
             total=len(prompts),
@@ -86,8 +95,7 @@ def make_generate_fn(
             unit="seq",
             disable=not progress,
         )
-        for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
+        for idx in length_batches([len(x) for x in ids], batch_size):
             with base_in(model, base_dtype) if base_dtype else contextlib.nullcontext():
                 if fast:
                     stop = _stop_check(tokenizer, spec.stop)
