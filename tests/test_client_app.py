@@ -139,7 +139,8 @@ def test_the_train_reply_carries_no_private_text_ifs_or_loss(tiny_model_dir, tmp
     state_dir = tmp_path / "state"
     node_config = {"data-path": str(data), "state-dir": str(state_dir)}  # the default policy
     context = Context(4242, 7, node_config, RecordDict(), {})
-    cfg = tiny_cfg(method="fedpit", **{"fed.beta": 0.3, "model.name": str(tiny_model_dir)})
+    keys = {"fed.beta": 0.3, "model.name": str(tiny_model_dir), "synth.selection": "ifs"}
+    cfg = tiny_cfg(method="fedpit", **keys)  # IFS scored: private numbers to look for
     msg = message(cfg, get_runtime(cfg.model, cfg.lora).fingerprint)
     reply = client_app.train(msg, context)
 
@@ -156,6 +157,7 @@ def test_the_train_reply_carries_no_private_text_ifs_or_loss(tiny_model_dir, tmp
     assert [r["output"] for r in rows] == [c.output for c in SYNTHETIC]
     (log,) = [json.loads(x) for x in (run_dir(state_dir) / "metrics.jsonl").open()]
     private_numbers = [r["ifs"] for r in rows] + [log["loss-local"], log["loss-public"]]
+    assert None not in private_numbers
     # None of it is anywhere in the message as it goes on the wire.
     wire = message_to_proto(reply).SerializeToString()
     for text in [t for e in private + SYNTHETIC for t in (e.instruction, e.output)]:

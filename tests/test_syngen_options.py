@@ -138,7 +138,15 @@ def test_random_selection_keeps_m_reproducibly_and_leaves_w_l_alone(
     rnd_ids, rnd_scores = chosen(rnd_dir)
     assert len(ifs_ids) == len(rnd_ids) == 2
     assert ifs_ids == set(sorted(scores, key=scores.get)[:2])  # the lowest IFS
-    assert rnd_scores == pytest.approx(scores)  # scores are still computed and logged
+    assert set(rnd_scores.values()) == {None}  # random: no scoring pass, no score logged
+    _, _, logged_dir = _round(
+        tiny_model_dir,
+        tmp_path,
+        "logged",
+        **{"synth.selection": "random", "synth.score-random": True},
+    )
+    logged_ids, logged = chosen(logged_dir)
+    assert logged == pytest.approx(scores) and logged_ids == rnd_ids  # scored, same picks
     picks = random.Random(client_mod.phase_seed(RoundInfo(0, 1, 2, 0), "select")).sample(
         range(3), 2
     )

@@ -77,6 +77,9 @@ class SynthSettings:
         top_p: Nucleus sampling threshold (with ``do_sample`` only; 1.0 = off).
         selection: How the M kept candidates are chosen: ``ifs`` (the paper's lowest
             IFS under the fresh local model) or ``random`` (a control of IFS).
+        score_random: With ``selection = random``, still compute every candidate's IFS
+            for the client's private log (a diagnostic that costs the scoring pass;
+            False: the log records no score).
         ifs_same_tokens: Score L(y) on exactly the response tokens that L(y|x) scores
             (a response cut by ``model.max-length`` after its prompt is cut alike for
             L(y)); False scores L(y) on the whole response, which biases the ranking
@@ -115,6 +118,7 @@ class SynthSettings:
     temperature: float = 1.0
     top_p: float = 1.0
     selection: str = "random"
+    score_random: bool = False
     ifs_same_tokens: bool = True
     distill_top_k: int = 0
     generation_dtype: str = "float32"

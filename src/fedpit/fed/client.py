@@ -236,15 +236,20 @@ class _Round:
 
     def select(self, adapter: str, synth: SynthResult) -> list[Example]:
         """Keep M candidates: the lowest IFS under ``adapter``, or M at random."""
+        settings = self.cfg.synth
+        scores: list[float | None] = [None] * len(synth.examples)
         with self.phase("select"):
-            scores = ifs_scores(self.rt, self.cfg, adapter, synth.examples)
-            keep = self.cfg.synth.keep
-            if self.cfg.synth.selection == "random":
+            if settings.selection == "ifs":
+                ifs = ifs_scores(self.rt, self.cfg, adapter, synth.examples)
+                scores = list(ifs)
+                self.selected = select_lowest(synth.examples, ifs, settings.keep)
+            else:  # random: the scoring pass only for the private log, if asked
+                if settings.score_random:
+                    scores = list(ifs_scores(self.rt, self.cfg, adapter, synth.examples))
                 rng = random.Random(phase_seed(self.info, "select"))
-                picked = set(rng.sample(range(len(scores)), min(keep, len(scores))))
+                n = len(synth.examples)
+                picked = set(rng.sample(range(n), min(settings.keep, n)))
                 self.selected = [c for i, c in enumerate(synth.examples) if i in picked]
-            else:
-                self.selected = select_lowest(synth.examples, scores, keep)
         chosen = {c.id for c in self.selected}
         self.log["synthetic"] = [
             {
