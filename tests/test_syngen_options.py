@@ -294,3 +294,22 @@ def test_shared_demonstrations_group_the_response_prompts_and_change_nothing_els
     assert _record_prompts(dataclasses.replace(base, shared_demos=1)) == (own_i, own_r)
     with pytest.raises(Exception, match=r"shared-demos"):
         SynthSettings(shared_demos=0)
+
+
+# --- sampled SynGen is reproducible whatever the worker ran before ---------------------
+
+
+def test_sampled_syngen_depends_on_the_phase_seed_not_on_the_process_history(tiny_model_dir):
+    rt = tiny_runtime(tiny_model_dir)
+    cfg = tiny_cfg(**{"synth.do-sample": True, "synth.attempts": 3})
+    info = RoundInfo(0, 1, 2, 0)
+
+    def texts(history: int, round_info: RoundInfo = info) -> list[str]:
+        torch.manual_seed(history)  # whatever the worker process did before
+        torch.rand(history)
+        result = client_mod.synthesize(rt, cfg, round_info, examples(4), PUBLIC)
+        return [f"{e.instruction}|{e.output}" for e in result.examples] + [str(result.rejected)]
+
+    first = texts(1)
+    assert texts(2) == first and texts(3) == first
+    assert texts(1, RoundInfo(1, 1, 2, 0)) != first  # another client samples otherwise

@@ -121,7 +121,12 @@ def synthesize(
     private: Sequence[Example],
     adapter: str,
 ) -> SynthResult:
-    """SynGen with ``adapter`` active (the current global model, W_g)."""
+    """SynGen with ``adapter`` active (the current global model, W_g).
+
+    Sampling draws from torch's global generator, seeded here from the phase's own seed:
+    what a client samples must not depend on what its worker process ran before.
+    """
+    torch.manual_seed(phase_seed(info, "synth"))
     rt.model.set_adapter(adapter)
     dtype = DTYPES[cfg.synth.generation_dtype]
     generate = make_generate_fn(rt.model, rt.tokenizer, base_dtype=dtype)
