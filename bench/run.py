@@ -12,12 +12,14 @@ Measures, on the default model and real MedQuAD examples:
 3. peak resident memory of the simulation backend with 1 vs N clients, all training;
 4. peak memory and seconds per round with 10, 50 and 100 clients, 10 sampled per round;
 5. seconds per phase of a client round and the wall time of a run (read from a run dir);
+   SynGen's yield, IFS and response lengths under each speed lever, over seeds;
 6. the machine's limits: fp32 matmul FLOP/s and memory bandwidth, turned into model
    FLOP utilisation for training and the weight-streaming bound for decoding.
 
 This module is the entry point only: the command line, the order of the sections and
 the results file. Each section lives in its own module: ``bench.machine``,
-``bench.generation``, ``bench.training``, ``bench.memory``, ``bench.scale``, ``bench.phases``;
+``bench.generation``, ``bench.quality``, ``bench.training``, ``bench.memory``, ``bench.scale``,
+``bench.phases``;
 ``bench.table`` renders the results. See bench/README.md for what every number means.
 """
 
@@ -29,6 +31,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +46,7 @@ from bench.machine import (
 )
 from bench.memory import QUICK_OVERRIDES, bench_memory
 from bench.phases import default_run, phase_seconds
+from bench.quality import bench_quality
 from bench.scale import bench_scale
 from bench.table import TARGETS, render
 from bench.training import bench_training
@@ -65,11 +69,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     p.add_argument(
         "--sections",
-        default="limits,generation,training,memory,scale",
-        help="comma-separated subset of limits,generation,training,memory,scale",
+        default="limits,generation,quality,training,memory,scale",
+        help="comma-separated subset of limits,generation,quality,training,memory,scale",
     )
     p.add_argument("--prompts", type=int, help="generation prompts (default 16; quick 4)")
     p.add_argument("--max-new-tokens", type=int, help="default synth.max-response-tokens")
+    p.add_argument(
+        "--quality-seeds", help="seeds of the SynGen quality section (default 0,1,2; quick 0)"
+    )
     p.add_argument("--steps", type=int, help="training steps (default 6; quick 2)")
     p.add_argument("--clients", type=int, help="the larger client count (default 10; quick 2)")
     p.add_argument(
@@ -105,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         results["limits"] = machine_limits(args.quick)
 
     rt = clients = None
-    if sections & {"generation", "training"}:
+    if sections & {"generation", "quality", "training"}:
         _say(t_start, "loading the default model and data …")
         rt = get_runtime(cfg.model, cfg.lora)
         clients = run_data_for(cfg).split.clients
@@ -120,6 +127,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             model = results["model"]
             add_decode_bounds(gen, results["limits"], model["weight_bytes"], model["params"])
         results["generation"] = gen
+
+    if "quality" in sections:
+        seeds = [
+            int(x) for x in (args.quality_seeds or ("0" if args.quick else "0,1,2")).split(",")
+        ]
+        qcfg = cfg
+        if args.quick:
+            synth = replace(cfg.synth, attempts=2, max_response_tokens=16)
+            qcfg = replace(cfg, synth=synth)
+        _say(t_start, f"quality: round-1 SynGen of every client, seeds {seeds}, 3 variants …")
+        results["quality"] = bench_quality(rt, qcfg, clients, seeds)
 
     if "training" in sections:
         steps = args.steps or (2 if args.quick else 6)

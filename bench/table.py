@@ -88,6 +88,35 @@ def _limits_rows(
     return rows
 
 
+def _interval(value: Sequence[float]) -> str:
+    return f"{value[0]:.2f} [{value[1]:.2f}, {value[2]:.2f}]"
+
+
+def _quality_rows(quality: dict[str, Any] | None) -> list[list[str]]:
+    """SynGen quality of each speed lever against the default, over the seeds."""
+    if not quality:
+        return []
+    summary = quality["summary"]
+    ref = summary.get("fp32")
+    rows = []
+    for name, v in summary.items():
+        if name == "fp32" or ref is None or "ifs_auc_vs_reference" not in v:
+            continue
+        rows.append(
+            [
+                f"SynGen yield, {name} vs fp32 ({len(v['seeds'])} seeds, round 1)",
+                fmt_num(v["yield_mean"], 3),
+                fmt_num(ref["yield_mean"], 3),
+                fmt_ratio(v["seconds_ratio_vs_reference"]),
+                f"ratio = speed-up · AUC vs fp32 (0.5 = same): IFS "
+                f"{_interval(v['ifs_auc_vs_reference'])}, response length "
+                f"{_interval(v['length_auc_vs_reference'])} · "
+                f"{v['candidates']} vs {ref['candidates']} kept",
+            ]
+        )
+    return rows
+
+
 def build_rows(results: dict[str, Any]) -> list[list[str]]:
     """The table rows of a results dict (any section may be missing)."""
     rows: list[list[str]] = []
@@ -188,6 +217,7 @@ def build_rows(results: dict[str, Any]) -> list[list[str]]:
                     f"≤ {TARGETS['scale']}× · {middle}",
                 ]
             )
+    rows += _quality_rows(results.get("quality"))
     if phases:
         for p in PHASES:
             rows.append(

@@ -234,3 +234,44 @@ def test_shared_bench_prompts_group_a_clients_demonstrations():
         asked = p[p.rindex("### Instruction:") :].split("\n")[1]
         assert asked not in demos(p)
     assert len({demos(p) for p in own}) == 8
+
+
+def test_auc_interval_against_hand_values():
+    from bench.quality import auc_interval
+
+    # Pairs (a, b): 3 > 1, 3 > 2, 2 > 1, 2 = 2 (½): (1 + 1 + 1 + 0.5) / 4.
+    point, low, high = auc_interval([3.0, 2.0], [1.0, 2.0], resamples=500)
+    assert point == pytest.approx(0.875) and 0.0 <= low <= point <= high <= 1.0
+    assert auc_interval([1.0, 1.0], [1.0], resamples=200) == (0.5, 0.5, 0.5)
+    with pytest.raises(ValueError, match="at least one value"):
+        auc_interval([], [1.0])
+
+
+def test_quality_summary_pools_seeds_and_compares_with_the_default():
+    from bench.quality import summarise
+
+    def cell(seed, variant, kept, ifs, seconds):
+        return {
+            "seed": seed,
+            "variant": variant,
+            "attempts": 4,
+            "kept": kept,
+            "rejected": {"format": 4 - kept, "copy": 0},
+            "ifs": ifs,
+            "lengths": [10 * x for x in ifs],
+            "seconds": seconds,
+        }
+
+    cells = [
+        cell(0, "fp32", 4, [0.5, 0.6, 0.7, 0.8], 20.0),
+        cell(1, "fp32", 2, [0.9, 1.0], 20.0),
+        cell(0, "bf16", 3, [0.5, 0.6, 0.7], 10.0),
+        cell(1, "bf16", 3, [0.8, 0.9, 1.0], 10.0),
+    ]
+    out = summarise(cells)
+    assert out["fp32"]["yield_per_seed"] == [1.0, 0.5] and out["fp32"]["yield_mean"] == 0.75
+    assert out["bf16"]["yield_mean"] == 0.75 and out["bf16"]["rejected"] == {"format": 2}
+    assert out["fp32"]["candidates"] == 6 and out["fp32"]["ifs_median"] == pytest.approx(0.75)
+    assert out["bf16"]["seconds_ratio_vs_reference"] == 2.0
+    assert out["bf16"]["ifs_auc_vs_reference"][0] == pytest.approx(0.5)  # the same six values
+    assert "ifs_auc_vs_reference" not in out["fp32"]
