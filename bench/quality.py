@@ -143,6 +143,8 @@ def bench_quality(
                         "attempts": result.attempts,
                         "kept": len(result.examples),
                         "rejected": dict(result.rejected),
+                        "response_failures": dict(result.response_failures),
+                        "generate_calls": dict(result.generate_calls),
                         "ifs": scores,
                         "lengths": lengths,
                         "seconds": seconds,
