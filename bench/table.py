@@ -218,6 +218,18 @@ def build_rows(results: dict[str, Any]) -> list[list[str]]:
                 ]
             )
     rows += _quality_rows(results.get("quality"))
+    step = results.get("compile_step")
+    if step and "compiled_ms_per_step" in step:
+        rows.append(
+            [
+                f"decoding step ms, batch {step['prompts']} (torch.compile vs eager)",
+                fmt_num(step["compiled_ms_per_step"]),
+                fmt_num(step["eager_ms_per_step"]),
+                fmt_ratio(step["speedup"]),
+                f"python -m bench.compile_step · compilation {step['compile_s']:.0f} s · "
+                f"same tokens: {step['same_tokens']}",
+            ]
+        )
     if phases:
         for p in PHASES:
             rows.append(

@@ -275,3 +275,18 @@ def test_quality_summary_pools_seeds_and_compares_with_the_default():
     assert out["bf16"]["seconds_ratio_vs_reference"] == 2.0
     assert out["bf16"]["ifs_auc_vs_reference"][0] == pytest.approx(0.5)  # the same six values
     assert "ifs_auc_vs_reference" not in out["fp32"]
+
+
+def test_the_compile_row_states_both_timings():
+    results = {
+        "compile_step": {
+            "prompts": 16,
+            "eager_ms_per_step": 145.0,
+            "compiled_ms_per_step": 290.0,
+            "speedup": 0.5,
+            "compile_s": 167.0,
+            "same_tokens": True,
+        }
+    }
+    (row,) = build_rows(results)
+    assert row[1:4] == ["290.0", "145.0", "0.50×"] and "compilation 167 s" in row[4]
