@@ -91,3 +91,26 @@ def test_the_cli_errors_say_what_is_wrong(tmp_path: Path) -> None:
         args = _cli(*argv)
         with pytest.raises(DataError, match=message):
             args.func(args)
+
+
+def test_the_seed_interval_is_students_t_over_the_per_seed_differences():
+    from fedpit.eval.paired_utility import seed_interval
+
+    # Differences −0.009, −0.007, −0.008: mean −0.008, sd 0.001, t(0.975, 2) = 4.3027.
+    mean, low, high = seed_interval([-0.009, -0.007, -0.008])
+    half = 4.302653 * 0.001 / 3**0.5
+    assert mean == pytest.approx(-0.008)
+    assert (low, high) == pytest.approx((-0.008 - half, -0.008 + half), rel=1e-5)
+    assert seed_interval([0.1]) is None
+
+
+def test_the_cli_adds_the_seed_interval_for_several_pairs(tmp_path, capsys):
+    a0 = _run(tmp_path / "a0", [[2.0, 2.0], [1.8, 1.6]])
+    b0 = _run(tmp_path / "b0", [[2.0, 2.0], [1.7, 1.5]])  # −0.1
+    a1 = _run(tmp_path / "a1", [[2.0, 2.0], [1.8, 1.6]])
+    b1 = _run(tmp_path / "b1", [[2.0, 2.0], [1.6, 1.4]])  # −0.2
+    args = _cli(*map(str, (a0, b0, a1, b1)))
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    round1 = next(line for line in out.splitlines() if line.strip().startswith("1 "))
+    assert "-0.1500" in round1 and "over seeds (t)" in round1

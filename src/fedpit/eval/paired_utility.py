@@ -6,8 +6,10 @@ tested on the same examples, so their difference is paired: this command gives, 
 round, B's mean test loss minus A's with a 95% paired bootstrap interval over the test
 examples, beside each run's SynGen yield (kept / attempts, selected) and SynGen seconds.
 Several pairs (one per seed) give the mean difference over the pairs, resampling the
-shared test examples alike. It needs no attack, so it is what a short probe of a study
-arm reports (``fedpit sweep … fed.rounds=2 --no-post``).
+shared test examples alike, and a Student-t interval over the seeds: the examples'
+interval leaves out how much a rerun varies (two runs differing only in what SynGen
+sampled differ by more than it says). It needs no attack, so it is what a short probe of
+a study arm reports (``fedpit sweep … fed.rounds=2 --no-post``).
 
 :func:`paired_loss_difference` is the pure part: arrays in, numbers out.
 """
@@ -69,6 +71,23 @@ def paired_loss_difference(
     tail = (1 - level) / 2 * 100
     low, high = np.percentile(draws, [tail, 100 - tail])
     return float(per_example.mean()), float(low), float(high)
+
+
+def seed_interval(differences: Sequence[float], level: float = 0.95) -> Interval | None:
+    """Mean of per-seed differences with a Student-t interval over the seeds (pure).
+
+    The bootstrap of :func:`paired_loss_difference` resamples test examples only: two
+    runs of one configuration that differ only in what SynGen sampled already differ by
+    more than its interval says. Seeds are the runs' replicates; this interval treats
+    them as such. None for fewer than two seeds.
+    """
+    from scipy.stats import t
+
+    if len(differences) < 2:
+        return None
+    x = np.asarray(differences, float)
+    half = float(t.ppf(0.5 + level / 2, len(x) - 1)) * float(x.std(ddof=1)) / np.sqrt(len(x))
+    return float(x.mean()), float(x.mean() - half), float(x.mean() + half)
 
 
 @dataclass(frozen=True)
@@ -156,8 +175,12 @@ def cmd_compare_utility(args: argparse.Namespace) -> int:
         mean_a = np.mean([a[r].test_losses.mean() for a in side_a])
         mean_b = np.mean([b[r].test_losses.mean() for b in side_b])
         cell = f"{diff:+.4f} [{low:+.4f}, {high:+.4f}]"
+        per_seed = seed_interval([float((b - a).mean()) for a, b in pairs])
+        if per_seed is not None:
+            seeds_cell = f"{per_seed[1]:+.4f}, {per_seed[2]:+.4f}"
         row = f"{r:>5}  {mean_a:6.3f}  {mean_b:6.3f}  {cell:<26} {synth(side_a):<20}"
-        print(f"{row} {synth(side_b)}")
+        tail = f" [{seeds_cell}] over seeds (t)" if per_seed is not None else ""
+        print(f"{row} {synth(side_b):<20}{tail}")
     return 0
 
 
