@@ -88,18 +88,16 @@ def response_prompts(
 def prefill_tokens(ids: Sequence[Sequence[int]], batch_size: int = 16) -> int:
     """Prompt tokens the decoder computes, prefix reuse counted.
 
-    Each prompt less the longest prefix it shares with an earlier prompt of its batch
-    (length-sorted batches, as :func:`batched` runs them; one token always computed).
+    Each prompt less the prefix :mod:`fedpit.lm.decoding` reuses from an earlier prompt of
+    its batch (length-sorted batches, as :func:`batched` runs them).
     """
     from fedpit.lm.batched_generation import length_batches
-    from fedpit.lm.decoding import common_prefix
+    from fedpit.lm.decoding import _prefix_source
 
     total = 0
     for idx in length_batches([len(x) for x in ids], batch_size):
         batch = [ids[i] for i in idx]
-        for k, row in enumerate(batch):
-            reused = max((common_prefix(row, batch[m]) for m in range(k)), default=0)
-            total += len(row) - min(reused, len(row) - 1)
+        total += sum(len(row) - _prefix_source(batch, k)[1] for k, row in enumerate(batch))
     return total
 
 

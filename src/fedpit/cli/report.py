@@ -23,7 +23,7 @@ Status: <dir>/sweep.json; logs: <dir>/logs/.
 A short probe of some arms (one seed, two rounds, no attacks) in its own directory:
 
   fedpit sweep configs/study-syngen.toml fed.rounds=2 --dir runs/probe-syngen --no-post \
-               --seeds 0 --methods fedpit --arms sampled-top-p,sampled-public-lr2
+               --seeds 0 --methods fedpit --arms random-top-p,random-public-lr2
 """
 
 REPORT_HELP = """\

@@ -176,10 +176,10 @@ def cmd_compare_utility(args: argparse.Namespace) -> int:
         mean_b = np.mean([b[r].test_losses.mean() for b in side_b])
         cell = f"{diff:+.4f} [{low:+.4f}, {high:+.4f}]"
         per_seed = seed_interval([float((b - a).mean()) for a, b in pairs])
-        if per_seed is not None:
-            seeds_cell = f"{per_seed[1]:+.4f}, {per_seed[2]:+.4f}"
         row = f"{r:>5}  {mean_a:6.3f}  {mean_b:6.3f}  {cell:<26} {synth(side_a):<20}"
-        tail = f" [{seeds_cell}] over seeds (t)" if per_seed is not None else ""
+        tail = (
+            "" if per_seed is None else f" [{per_seed[1]:+.4f}, {per_seed[2]:+.4f}] over seeds (t)"
+        )
         print(f"{row} {synth(side_b):<20}{tail}")
     return 0
 
