@@ -100,6 +100,17 @@ def test_plan_varies_beta_only_for_fedpit(sweep_file: Path) -> None:
     assert "fed.beta" not in parse_overrides(command(cells[0], spec.base)[4:])
 
 
+def test_plan_skips_the_damped_control_at_beta_zero(tmp_path: Path) -> None:
+    # β = 0 makes damped FedAvg upload W_g unchanged: the base model, nothing to run.
+    path = tmp_path / "damped.toml"
+    path.write_text(
+        f'[sweep]\nmethods = ["fedavg-damped", "fedpit"]\nbetas = [0.0, 0.5]\n'
+        f'dir = "{tmp_path / "sweep"}"\n'
+    )
+    names = [c.name for c in plan(load_sweep(path))]
+    assert names == ["fedavg-damped-b0.5-s0", "fedpit-b0-s0", "fedpit-b0.5-s0"]
+
+
 def test_run_skip_done_and_rerun_partial(sweep_file: Path) -> None:
     spec = load_sweep(sweep_file)
     runner = FakeRunner()

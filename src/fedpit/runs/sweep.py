@@ -66,6 +66,11 @@ ARM_METHODS = ("fedpit", "fedpit-v1", "fedmit", "local-selfgen")
 """Methods an arm applies to unless ``sweep.arm-methods`` says otherwise: those that
 self-generate (the arms of a SynGen study)."""
 
+NO_OP_BETAS = {"fedavg-damped": 0.0}
+"""β values at which a method has nothing to learn, skipped by the grid: damped FedAvg at
+β = 0 uploads the global adapter unchanged, so its every round is the base model (the
+floor every report already shows)."""
+
 ARM_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]*")
 
 PENDING, RUNNING, DONE, FAILED = "pending", "running", "done", "failed"
@@ -276,10 +281,10 @@ def _list(path: Path, table: dict[str, Any], key: str, tp: Any, default: Any = N
 
 
 def plan(spec: SweepSpec) -> list[Cell]:
-    """Every cell of the grid, seed-major (then method, then arm, then β).
+    """Every cell of the grid but the no-op β cells (``NO_OP_BETAS``).
 
-    Seed-major so that an interrupted sweep already holds one complete comparison of all
-    methods before it starts on the next seed.
+    Seed-major (then method, then arm, then β) so that an interrupted sweep already holds
+    one complete comparison of all methods before it starts on the next seed.
     """
     cells = []
     no_arm: dict[str, dict[str, Any]] = {"": {}}
@@ -289,6 +294,8 @@ def plan(spec: SweepSpec) -> list[Cell]:
             arms = spec.arms if spec.arms and method in spec.arm_methods else no_arm
             for arm, keys in arms.items():
                 for beta in betas:
+                    if beta is not None and NO_OP_BETAS.get(method) == beta:
+                        continue
                     cell = Cell(method, beta, seed, Path(), arm, tuple(keys.items()))
                     cells.append(dataclasses.replace(cell, run_dir=spec.root / cell.name))
     return cells
