@@ -1,8 +1,8 @@
 """SynGen's synthetic-data quality under the speed levers, over seeds: do they change it?
 
 A faster SynGen counts only at equal synthetic-data quality. For each seed and each
-variant — the default (fp32), the frozen base in bf16 while decoding
-(``synth.generation-dtype = bfloat16``) and demonstrations shared by four response
+variant — fp32 decoding (``synth.generation-dtype = float32``, the reference), the
+frozen base in bf16 while decoding (``bfloat16``) and demonstrations shared by four response
 prompts (``synth.shared-demos = 4``) — every client of the default run's split runs one
 round-1 SynGen (the generator is the initial global model, i.e. the base) with the same
 phase seed, through ``fedpit.fed.client.synthesize`` as a client round runs it. Recorded
@@ -24,11 +24,12 @@ from typing import Any
 import numpy as np
 
 VARIANTS: dict[str, dict[str, Any]] = {
-    "fp32": {},
+    "fp32": {"generation_dtype": "float32"},
     "bf16": {"generation_dtype": "bfloat16"},
-    "shared4": {"shared_demos": 4},
+    "shared4": {"generation_dtype": "float32", "shared_demos": 4},
 }
-"""Name → the ``synth`` settings it changes; ``fp32`` (the default) is the reference."""
+"""Name → the ``synth`` settings it sets; ``fp32`` is the reference (``generation-dtype =
+auto``, the default, resolves to one of the first two by the CPU)."""
 
 REFERENCE = "fp32"
 

@@ -18,6 +18,7 @@ from fedpit.config.load import from_flat
 from fedpit.data.example import Example
 from fedpit.fed import client as client_mod
 from fedpit.fed.client import RoundInfo, phase_seed, run_client_round
+from fedpit.lm import lowp
 from fedpit.lm.batching import encode_pair
 from fedpit.lm.scoring import response_nll
 from fedpit.lm.train import cosine_lr, train_adapter
@@ -307,3 +308,26 @@ def test_damped_fedavg_uploads_beta_w_l_plus_one_minus_beta_w_g(tiny_model_dir, 
     assert_same(get_state(rt.model, PUBLIC), g)
     # The client keeps W_l (which is not what it sent) as its private attack target.
     assert_same(saved(tmp_path, LOCAL), w_l)
+
+
+@pytest.mark.parametrize(("native", "want"), [(True, torch.bfloat16), (False, torch.float32)])
+def test_syngen_decodes_in_the_resolved_dtype_and_the_client_logs_it(
+    tiny_model_dir, tmp_path, monkeypatch, native, want
+):
+    """``synth.generation-dtype = auto`` (the default): bf16 only on a CPU that has it."""
+    monkeypatch.setattr(lowp, "native_bf16", lambda: native)
+    asked = []
+    real = client_mod.make_generate_fn
+
+    def spy(model, tokenizer, base_dtype=None, **kwargs):
+        asked.append(base_dtype)
+        return real(model, tokenizer, base_dtype=base_dtype, **kwargs)
+
+    monkeypatch.setattr(client_mod, "make_generate_fn", spy)
+    rt = tiny_runtime(tiny_model_dir)
+    cfg = tiny_cfg(**{"synth.attempts": 1, "synth.max-response-tokens": 4})
+    assert cfg.synth.generation_dtype == "auto"
+    run_client_round(rt, cfg, ROUND_1, examples(4), start_state(rt), tmp_path)
+    assert asked == [want]
+    line = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])
+    assert line["generation-dtype"] == str(want).removeprefix("torch.")

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from fedpit.adapters import LOCAL, get_state
+from fedpit.lm import lowp
 from fedpit.lm.batched_generation import make_generate_fn
 from fedpit.lm.generation import GenerationSpec
 from fedpit.lm.lowp import base_in
@@ -51,3 +52,23 @@ def test_generating_in_bf16_leaves_the_adapters_alone(tiny_model_dir):
     after = get_state(rt.model, LOCAL)
     assert all(torch.equal(after[k], adapter[k]) for k in adapter)
     assert {p.dtype for p in rt.model.parameters()} == {torch.float32}
+
+
+@pytest.mark.parametrize(
+    ("name", "device", "native", "expected"),
+    [
+        ("auto", "cpu", True, torch.bfloat16),  # a CPU with bf16 instructions
+        ("auto", "cpu", False, torch.float32),  # emulated bf16 would be slower: as loaded
+        ("auto", "meta", True, torch.float32),  # not a CPU: as loaded
+        ("float32", "cpu", True, torch.float32),
+        ("bfloat16", "cpu", False, torch.bfloat16),  # asked for: used even if emulated
+    ],
+)
+def test_generation_dtype_resolves_auto_by_the_cpu(monkeypatch, name, device, native, expected):
+    monkeypatch.setattr(lowp, "native_bf16", lambda: native)
+    assert lowp.generation_dtype(name, torch.device(device), torch.float32) == expected
+
+
+def test_auto_keeps_a_base_loaded_in_another_dtype(monkeypatch):
+    monkeypatch.setattr(lowp, "native_bf16", lambda: False)
+    assert lowp.generation_dtype("auto", torch.device("cpu"), torch.float16) == torch.float16

@@ -38,7 +38,7 @@ TEMPLATES = ("auto", "alpaca", "chat")
 NOVELTY_CHECKS = ("rouge", "focus")
 SELECTIONS = ("ifs", "random")
 ON_EMPTY = ("damped", "skip")
-GENERATION_DTYPES = ("float32", "bfloat16")
+GENERATION_DTYPES = ("auto", "float32", "bfloat16")
 DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 Scalar = str | int | float | bool
@@ -87,9 +87,10 @@ class SynthSettings:
         on_empty: What a FedPIT client uploads in a round where SynGen kept no
             candidate (W_s stays W_g): ``damped`` (β·W_l + (1−β)·W_g, as the mix then
             is) or ``skip`` (no upload: the client reports the round as failed).
-        generation_dtype: The frozen base's dtype while SynGen decodes (``float32``:
-            as loaded; ``bfloat16``: faster on CPUs with bf16 instructions, the adapters
-            stay in their own dtype). Scoring (IFS) and training keep the loaded dtype.
+        generation_dtype: The frozen base's dtype while SynGen decodes (``float32``;
+            ``bfloat16``: faster on CPUs with bf16 instructions, the adapters stay in
+            their own dtype; ``auto``: bfloat16 on a CPU with bf16 instructions, else the
+            loaded dtype). Scoring (IFS) and training keep the loaded dtype.
         distill_top_k: 0 trains W_s on the sampled tokens; k > 0 trains it on the
             teacher's top-k token distributions over each kept response
             (soft-label context distillation; the teacher is the global model with the
@@ -121,7 +122,7 @@ class SynthSettings:
     score_random: bool = False
     ifs_same_tokens: bool = True
     distill_top_k: int = 0
-    generation_dtype: str = "float32"
+    generation_dtype: str = "auto"
     on_empty: str = "damped"
 
     def __post_init__(self) -> None:

@@ -36,6 +36,7 @@ from fedpit.fed.robust import poison
 from fedpit.lm.batched_generation import make_generate_fn
 from fedpit.lm.batching import Encoded, encode_pair
 from fedpit.lm.distill import teacher_targets
+from fedpit.lm.lowp import generation_dtype
 from fedpit.lm.runtime import DTYPES, Runtime, release_memory
 from fedpit.lm.scoring import response_lengths, response_nll
 from fedpit.lm.train import TrainStats, cosine_lr, train_adapter
@@ -114,6 +115,11 @@ def _train(
     )
 
 
+def _generation_dtype(rt: Runtime, cfg: RunConfig) -> torch.dtype:
+    """The frozen base's dtype while SynGen decodes (``synth.generation-dtype`` resolved)."""
+    return generation_dtype(cfg.synth.generation_dtype, rt.model.device, DTYPES[cfg.model.dtype])
+
+
 def synthesize(
     rt: Runtime,
     cfg: RunConfig,
@@ -128,8 +134,7 @@ def synthesize(
     """
     torch.manual_seed(phase_seed(info, "synth"))
     rt.model.set_adapter(adapter)
-    dtype = DTYPES[cfg.synth.generation_dtype]
-    generate = make_generate_fn(rt.model, rt.tokenizer, base_dtype=dtype)
+    generate = make_generate_fn(rt.model, rt.tokenizer, base_dtype=_generation_dtype(rt, cfg))
     return generate_synthetic(
         private, generate, rt.fmt, cfg.synth, random.Random(phase_seed(info, "synth"))
     )
@@ -347,6 +352,7 @@ def run_client_round(
         if cfg.uses_synthetic:
             with r.phase("synth"):
                 synth = synthesize(rt, cfg, info, private, PUBLIC)  # generator = W_g
+            r.log["generation-dtype"] = str(_generation_dtype(rt, cfg)).removeprefix("torch.")
             if not synth.examples:
                 _degenerate(cfg, info)
         if synth is not None:

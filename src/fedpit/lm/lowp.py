@@ -6,6 +6,8 @@ docs/benchmark.md). :func:`base_in` swaps every frozen base weight of a PEFT mod
 copy in that dtype, made once per model and kept, and swaps the fp32 weights back on
 exit; the LoRA weights stay in their own dtype (PEFT adds their product in it), so the
 current adapter is used exactly as it is. Only what runs inside the block is affected.
+:func:`generation_dtype` resolves ``synth.generation-dtype``: ``auto`` is bf16 only where
+the CPU has those instructions (elsewhere bf16 is emulated and slower than fp32).
 """
 
 from __future__ import annotations
@@ -19,6 +21,31 @@ import torch
 _COPIES: weakref.WeakKeyDictionary[torch.nn.Module, dict[str, torch.Tensor]] = (
     weakref.WeakKeyDictionary()
 )
+
+
+def native_bf16() -> bool:
+    """Whether this CPU has bf16 matrix instructions (AVX512-BF16 or AMX tiles)."""
+    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+
+
+def generation_dtype(name: str, device: torch.device, loaded: torch.dtype) -> torch.dtype:
+    """The base's dtype while SynGen decodes, for ``synth.generation-dtype = name``.
+
+    Args:
+        name: ``float32``, ``bfloat16`` or ``auto`` (bf16 on a CPU with bf16 instructions,
+            else the dtype the base was loaded in).
+        device: Where the model runs.
+        loaded: The dtype the base was loaded in.
+
+    Returns:
+        The dtype to pass to :func:`base_in`.
+    """
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cpu" and native_bf16() else loaded
+    dtype = getattr(torch, name)
+    if not isinstance(dtype, torch.dtype):
+        raise ValueError(f"synth.generation-dtype: {name!r} is not a torch dtype")
+    return dtype
 
 
 def _base_params(model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
