@@ -72,3 +72,21 @@ def test_generation_dtype_resolves_auto_by_the_cpu(monkeypatch, name, device, na
 def test_auto_keeps_a_base_loaded_in_another_dtype(monkeypatch):
     monkeypatch.setattr(lowp, "native_bf16", lambda: False)
     assert lowp.generation_dtype("auto", torch.device("cpu"), torch.float16) == torch.float16
+
+
+@pytest.mark.parametrize(
+    ("avx512_bf16", "amx", "expected"),
+    [(True, False, True), (False, True, True), (False, False, False), (None, None, False)],
+)
+def test_native_bf16_reads_the_cpu_checks_and_a_build_without_them(
+    monkeypatch, avx512_bf16, amx, expected
+):
+    for name, value in (
+        ("_is_avx512_bf16_supported", avx512_bf16),
+        ("_is_amx_tile_supported", amx),
+    ):
+        if value is None:  # a PyTorch build without the private helper
+            monkeypatch.delattr(torch.cpu, name, raising=False)
+        else:
+            monkeypatch.setattr(torch.cpu, name, lambda v=value: v)
+    assert lowp.native_bf16() is expected

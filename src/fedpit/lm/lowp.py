@@ -24,8 +24,13 @@ _COPIES: weakref.WeakKeyDictionary[torch.nn.Module, dict[str, torch.Tensor]] = (
 
 
 def native_bf16() -> bool:
-    """Whether this CPU has bf16 matrix instructions (AVX512-BF16 or AMX tiles)."""
-    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    """Whether this CPU has bf16 matrix instructions (AVX512-BF16 or AMX tiles).
+
+    PyTorch exposes the checks as private helpers of ``torch.cpu``; where a build lacks
+    one, that instruction set counts as absent (``auto`` then keeps the loaded dtype).
+    """
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
 
 
 def generation_dtype(name: str, device: torch.device, loaded: torch.dtype) -> torch.dtype:
