@@ -177,6 +177,18 @@ def build_rows(results: dict[str, Any]) -> list[list[str]]:
                 f"≥ {TARGETS['training']}×",
             ]
         )
+        if "ours_bf16" in train:
+            b16 = train["ours_bf16"]
+            rows.append(
+                [
+                    "training tokens/s (ours, base in bf16, vs ours fp32)",
+                    fmt_num(b16["tokens_per_s"]),
+                    fmt_num(train["ours"]["tokens_per_s"]),
+                    fmt_ratio(train["speedup_bf16"]),
+                    f"train.base-dtype = bfloat16 · alternated with fp32 · mean loss "
+                    f"{b16['mean_loss']:.3f} vs {train['ours']['mean_loss']:.3f}",
+                ]
+            )
         rows.append(
             [
                 "training mean loss (ours vs SFTTrainer)",

@@ -7,6 +7,7 @@ over their training call alone.
 
 from __future__ import annotations
 
+import statistics
 import tempfile
 import time
 from collections.abc import Sequence
@@ -14,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from bench.generation import INTERLEAVED
 
 
 def _trl_trainer(
@@ -104,6 +107,7 @@ def bench_training(
     """
     from fedpit.adapters import LOCAL, get_state, set_state
     from fedpit.fed.client import _encode
+    from fedpit.lm.lowp import base_in
     from fedpit.lm.train import train_adapter
 
     pool = [e for client in clients for e in client]
@@ -114,24 +118,37 @@ def bench_training(
     seed = cfg.seed
     start_state = get_state(rt.model, LOCAL)
 
-    torch.manual_seed(seed)
-    t0 = time.perf_counter()
-    stats = train_adapter(
-        rt.model,
-        LOCAL,
-        encoded,
-        lr=cfg.train.lr,
-        epochs=1,
-        batch_size=batch,
-        pad_id=rt.tokenizer.pad_token_id,
-        seed=seed,
-        weight_decay=cfg.train.weight_decay,
-        max_grad_norm=cfg.train.max_grad_norm,
-        micro_batch_size=micro,
-        desc="bench train",
-    )
-    ours_s = time.perf_counter() - t0
+    def ours(dtype: torch.dtype) -> tuple[float, Any]:
+        """One epoch of ``train_adapter`` from the start state, the base in ``dtype``."""
+        set_state(rt.model, LOCAL, start_state)
+        torch.manual_seed(seed)
+        with base_in(rt.model, dtype):  # train.base-dtype
+            t0 = time.perf_counter()
+            stats = train_adapter(
+                rt.model,
+                LOCAL,
+                encoded,
+                lr=cfg.train.lr,
+                epochs=1,
+                batch_size=batch,
+                pad_id=rt.tokenizer.pad_token_id,
+                seed=seed,
+                weight_decay=cfg.train.weight_decay,
+                max_grad_norm=cfg.train.max_grad_norm,
+                micro_batch_size=micro,
+                desc=f"bench train {dtype}".replace("torch.", ""),
+            )
+            return time.perf_counter() - t0, stats
+
+    # fp32 and bf16 alternate (A B A B): both see the same load.
+    runs: dict[str, list[tuple[float, Any]]] = {"fp32": [], "bf16": []}
+    for _ in range(INTERLEAVED):
+        runs["fp32"].append(ours(torch.float32))
+        runs["bf16"].append(ours(torch.bfloat16))
     set_state(rt.model, LOCAL, start_state)
+    ours_s = statistics.fmean(t for t, _ in runs["fp32"])
+    bf16_s = statistics.fmean(t for t, _ in runs["bf16"])
+    stats, bf16_stats = runs["fp32"][0][1], runs["bf16"][0][1]
 
     with tempfile.TemporaryDirectory(prefix="bench-trl-") as tmp:
         trainer = _trl_trainer(rt, cfg, encoded, batch, micro, seed, Path(tmp))
@@ -155,7 +172,16 @@ def bench_training(
             "steps": stats.steps,
             "tokens_per_s": tokens / ours_s,
             "mean_loss": stats.mean_loss,
+            "repetitions_s": [t for t, _ in runs["fp32"]],
         },
+        "ours_bf16": {
+            "seconds": bf16_s,
+            "steps": bf16_stats.steps,
+            "tokens_per_s": tokens / bf16_s,
+            "mean_loss": bf16_stats.mean_loss,
+            "repetitions_s": [t for t, _ in runs["bf16"]],
+        },
+        "speedup_bf16": ours_s / bf16_s,
         "trl": {
             "seconds": trl_s,
             "steps": result.global_step,

@@ -154,6 +154,8 @@ def test_build_rows_formats_every_section():
             "ours": {"tokens_per_s": 150.0, "mean_loss": 1.5, "mfu": 0.5},
             "trl": {"tokens_per_s": 75.0, "mean_loss": 1.52, "mfu": 0.25},
             "speedup": 2.0,
+            "ours_bf16": {"tokens_per_s": 330.0, "mean_loss": 1.501},
+            "speedup_bf16": 2.2,
         },
         "memory": {
             "arrangements": {
@@ -181,6 +183,7 @@ def test_build_rows_formats_every_section():
     assert "6.15×" in table
     assert "8.00×" in table and "900 vs 3600 unshared · 15.0 s vs 20.0 s" in table
     assert "2.00×" in table
+    assert "2.20×" in table and "mean loss 1.501 vs 1.500" in table
     assert "1.20×" in table
     assert "50.0% / 25.0%" in table
 

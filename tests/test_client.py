@@ -331,3 +331,57 @@ def test_syngen_decodes_in_the_resolved_dtype_and_the_client_logs_it(
     assert asked == [want]
     line = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])
     assert line["generation-dtype"] == str(want).removeprefix("torch.")
+
+
+@pytest.mark.parametrize(
+    ("setting", "want"), [("float32", torch.float32), ("bfloat16", torch.bfloat16)]
+)
+def test_training_runs_on_the_base_in_train_base_dtype_and_restores_it(
+    tiny_model_dir, tmp_path, monkeypatch, setting, want
+):
+    """``train.base-dtype``: the frozen base in that dtype while an adapter trains; the
+    adapter stays fp32 and trains, the base is back in fp32 and unchanged afterwards."""
+    seen = []
+    real = client_mod.train_adapter
+
+    def spy(model, adapter, *args, **kwargs):
+        base = [p for n, p in model.named_parameters() if "lora_" not in n]
+        lora = [p for n, p in model.named_parameters() if "lora_" in n and adapter in n]
+        seen.append(({p.dtype for p in base}, {p.dtype for p in lora}))
+        return real(model, adapter, *args, **kwargs)
+
+    monkeypatch.setattr(client_mod, "train_adapter", spy)
+    rt = tiny_runtime(tiny_model_dir)
+    frozen = {n: p.detach().clone() for n, p in rt.model.named_parameters() if "lora_" not in n}
+    cfg = tiny_cfg(method="fedavg", **{"train.base-dtype": setting})
+    g = start_state(rt)
+    update = run_client_round(rt, cfg, ROUND_1, examples(4), g, tmp_path)
+    assert seen == [({want}, {torch.float32})]
+    assert all(v.dtype == torch.float32 for v in update.state.values())
+    assert any(not torch.equal(update.state[k], g[k]) for k in g)  # W_l trained
+    after = dict(rt.model.named_parameters())
+    for name, value in frozen.items():
+        assert after[name].dtype == torch.float32
+        assert torch.equal(after[name].detach(), value), name
+    line = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])
+    assert line["train-dtype"] == setting
+
+
+def test_bf16_base_trains_an_adapter_close_to_fp32(tiny_model_dir, tmp_path):
+    """The same round with the base in bf16: the same loss and update up to bf16 rounding."""
+    cfg32 = tiny_cfg(method="fedavg")
+    cfg16 = tiny_cfg(method="fedavg", **{"train.base-dtype": "bfloat16"})
+    rt = tiny_runtime(tiny_model_dir)
+    g = start_state(rt)
+    a = run_client_round(rt, cfg32, ROUND_1, examples(4), g, tmp_path / "a")
+    b = run_client_round(
+        tiny_runtime(tiny_model_dir), cfg16, ROUND_1, examples(4), g, tmp_path / "b"
+    )
+    delta_a = torch.cat([(a.state[k] - g[k]).flatten() for k in g])
+    delta_b = torch.cat([(b.state[k] - g[k]).flatten() for k in g])
+    assert torch.nn.functional.cosine_similarity(delta_a, delta_b, dim=0) > 0.95
+    loss = [
+        json.loads((tmp_path / d / "metrics.jsonl").read_text().splitlines()[-1])["loss-local"]
+        for d in "ab"
+    ]
+    assert loss[1] == pytest.approx(loss[0], rel=0.02)

@@ -40,6 +40,11 @@ def test_round_trip_and_coercion_from_strings():
             "allowed: 1 to the clients sampled per round = 2",
         ),
         ({"fed.round-timeout": -1}, "fed.round-timeout = -1.0 is invalid; allowed: ≥ 0 seconds"),
+        (
+            {"train.base-dtype": "float16"},
+            "train.base-dtype = 'float16' is invalid; allowed: auto, float32, bfloat16",
+        ),
+        ({"synth.generation-dtype": "int8"}, "allowed: auto, float32, bfloat16"),
     ],
 )
 def test_invalid_values_are_named_with_what_is_allowed(values, message):

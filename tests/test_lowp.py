@@ -66,12 +66,12 @@ def test_generating_in_bf16_leaves_the_adapters_alone(tiny_model_dir):
 )
 def test_generation_dtype_resolves_auto_by_the_cpu(monkeypatch, name, device, native, expected):
     monkeypatch.setattr(lowp, "native_bf16", lambda: native)
-    assert lowp.generation_dtype(name, torch.device(device), torch.float32) == expected
+    assert lowp.resolve_dtype(name, torch.device(device), torch.float32) == expected
 
 
 def test_auto_keeps_a_base_loaded_in_another_dtype(monkeypatch):
     monkeypatch.setattr(lowp, "native_bf16", lambda: False)
-    assert lowp.generation_dtype("auto", torch.device("cpu"), torch.float16) == torch.float16
+    assert lowp.resolve_dtype("auto", torch.device("cpu"), torch.float16) == torch.float16
 
 
 @pytest.mark.parametrize(

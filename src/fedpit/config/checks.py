@@ -13,6 +13,7 @@ from typing import Any
 
 from fedpit.config.schema import (
     AGGREGATIONS,
+    BASE_DTYPES,
     DEVICE_PATTERN,
     DP_METHODS,
     DP_MODES,
@@ -142,6 +143,12 @@ def validate(cfg: RunConfig) -> None:
         "train.threads",
         cfg.train.threads,
         "≥ 0 (0 = automatic)",
+    )
+    _check(
+        cfg.train.base_dtype in BASE_DTYPES,
+        "train.base-dtype",
+        cfg.train.base_dtype,
+        ", ".join(BASE_DTYPES),
     )
     _check(cfg.fed.rounds >= 1, "fed.rounds", cfg.fed.rounds, "an integer ≥ 1")
     _check(0.0 <= cfg.fed.beta <= 1.0, "fed.beta", cfg.fed.beta, "a number in [0, 1]")

@@ -36,7 +36,7 @@ from fedpit.fed.robust import poison
 from fedpit.lm.batched_generation import make_generate_fn
 from fedpit.lm.batching import Encoded, encode_pair
 from fedpit.lm.distill import teacher_targets
-from fedpit.lm.lowp import generation_dtype
+from fedpit.lm.lowp import base_in, resolve_dtype
 from fedpit.lm.runtime import DTYPES, Runtime, release_memory
 from fedpit.lm.scoring import response_lengths, response_nll
 from fedpit.lm.train import TrainStats, cosine_lr, train_adapter
@@ -98,26 +98,34 @@ def _train(
 ) -> TrainStats:
     torch.manual_seed(phase_seed(info, phase))
     lr0 = lr or cfg.train.lr
-    return train_adapter(
-        rt.model,
-        adapter,
-        list(encoded) if encoded is not None else _encode(rt, examples, cfg.model.max_length),
-        lr=cosine_lr(lr0, min(cfg.train.lr_min, lr0), info.server_round, info.num_rounds),
-        epochs=epochs or cfg.train.local_epochs,
-        batch_size=cfg.train.batch_size,
-        pad_id=rt.tokenizer.pad_token_id,
-        seed=phase_seed(info, phase),
-        weight_decay=cfg.train.weight_decay,
-        max_grad_norm=cfg.train.max_grad_norm,
-        micro_batch_size=cfg.train.micro_batch_size,
-        proximal_mu=proximal_mu,
-        desc=f"client {info.client_id} {phase}",
-    )
+    # train.base-dtype: the frozen base in bf16 runs faster on CPUs with bf16 instructions;
+    # the adapter being trained, its gradients and the optimiser stay in their own dtype.
+    with base_in(rt.model, _base_dtype(rt, cfg, cfg.train.base_dtype)):
+        return train_adapter(
+            rt.model,
+            adapter,
+            list(encoded) if encoded is not None else _encode(rt, examples, cfg.model.max_length),
+            lr=cosine_lr(lr0, min(cfg.train.lr_min, lr0), info.server_round, info.num_rounds),
+            epochs=epochs or cfg.train.local_epochs,
+            batch_size=cfg.train.batch_size,
+            pad_id=rt.tokenizer.pad_token_id,
+            seed=phase_seed(info, phase),
+            weight_decay=cfg.train.weight_decay,
+            max_grad_norm=cfg.train.max_grad_norm,
+            micro_batch_size=cfg.train.micro_batch_size,
+            proximal_mu=proximal_mu,
+            desc=f"client {info.client_id} {phase}",
+        )
 
 
-def _generation_dtype(rt: Runtime, cfg: RunConfig) -> torch.dtype:
-    """The frozen base's dtype while SynGen decodes (``synth.generation-dtype`` resolved)."""
-    return generation_dtype(cfg.synth.generation_dtype, rt.model.device, DTYPES[cfg.model.dtype])
+def _base_dtype(rt: Runtime, cfg: RunConfig, setting: str) -> torch.dtype:
+    """The frozen base's dtype for a setting (``synth.generation-dtype``, ``train.base-dtype``)."""
+    return resolve_dtype(setting, rt.model.device, DTYPES[cfg.model.dtype])
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    """``torch.bfloat16`` → ``bfloat16`` (for the client's private log)."""
+    return str(dtype).removeprefix("torch.")
 
 
 def synthesize(
@@ -134,7 +142,9 @@ def synthesize(
     """
     torch.manual_seed(phase_seed(info, "synth"))
     rt.model.set_adapter(adapter)
-    generate = make_generate_fn(rt.model, rt.tokenizer, base_dtype=_generation_dtype(rt, cfg))
+    generate = make_generate_fn(
+        rt.model, rt.tokenizer, base_dtype=_base_dtype(rt, cfg, cfg.synth.generation_dtype)
+    )
     return generate_synthetic(
         private, generate, rt.fmt, cfg.synth, random.Random(phase_seed(info, "synth"))
     )
@@ -344,6 +354,7 @@ def run_client_round(
 ) -> ClientUpdate:
     """One sampled client's round for ``cfg.method``; returns the update to upload."""
     r = _Round(rt, cfg, info, private)
+    r.log["train-dtype"] = _dtype_name(_base_dtype(rt, cfg, cfg.train.base_dtype))
     with r.phase("total"):
         # Every round starts from the global adapter in both slots (nothing carried over).
         set_state(rt.model, LOCAL, global_state)
@@ -352,7 +363,8 @@ def run_client_round(
         if cfg.uses_synthetic:
             with r.phase("synth"):
                 synth = synthesize(rt, cfg, info, private, PUBLIC)  # generator = W_g
-            r.log["generation-dtype"] = str(_generation_dtype(rt, cfg)).removeprefix("torch.")
+            synth_dtype = _base_dtype(rt, cfg, cfg.synth.generation_dtype)
+            r.log["generation-dtype"] = _dtype_name(synth_dtype)
             if not synth.examples:
                 _degenerate(cfg, info)
         if synth is not None:

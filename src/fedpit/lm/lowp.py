@@ -6,8 +6,10 @@ docs/benchmark.md). :func:`base_in` swaps every frozen base weight of a PEFT mod
 copy in that dtype, made once per model and kept, and swaps the fp32 weights back on
 exit; the LoRA weights stay in their own dtype (PEFT adds their product in it), so the
 current adapter is used exactly as it is. Only what runs inside the block is affected.
-:func:`generation_dtype` resolves ``synth.generation-dtype``: ``auto`` is bf16 only where
-the CPU has those instructions (elsewhere bf16 is emulated and slower than fp32).
+:func:`resolve_dtype` resolves ``synth.generation-dtype`` and ``train.base-dtype``:
+``auto`` is bf16 only where the CPU has those instructions (elsewhere bf16 is emulated
+and slower than fp32). Training inside :func:`base_in` works too: the frozen weights take
+no gradient, the adapter's stay fp32.
 """
 
 from __future__ import annotations
@@ -33,8 +35,8 @@ def native_bf16() -> bool:
     return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
 
 
-def generation_dtype(name: str, device: torch.device, loaded: torch.dtype) -> torch.dtype:
-    """The base's dtype while SynGen decodes, for ``synth.generation-dtype = name``.
+def resolve_dtype(name: str, device: torch.device, loaded: torch.dtype) -> torch.dtype:
+    """The base's dtype for a setting ``name`` (``synth.generation-dtype``, ``train.base-dtype``).
 
     Args:
         name: ``float32``, ``bfloat16`` or ``auto`` (bf16 on a CPU with bf16 instructions,
@@ -49,7 +51,7 @@ def generation_dtype(name: str, device: torch.device, loaded: torch.dtype) -> to
         return torch.bfloat16 if device.type == "cpu" and native_bf16() else loaded
     dtype = getattr(torch, name)
     if not isinstance(dtype, torch.dtype):
-        raise ValueError(f"synth.generation-dtype: {name!r} is not a torch dtype")
+        raise ValueError(f"{name!r} is not a torch dtype")
     return dtype
 
 
