@@ -143,7 +143,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         steps = args.steps or (2 if args.quick else 6)
         batch = 4 if args.quick else cfg.train.batch_size
         micro = 2 if args.quick else (cfg.train.micro_batch_size or batch)
-        _say(t_start, f"training: {steps} steps of {batch} (micro {micro}), ours (fp32 and bf16 alternated) then TRL …")
+        _say(
+            t_start,
+            f"training: {steps} steps of {batch} (micro {micro}), ours (fp32, bf16), TRL …",
+        )
         train = bench_training(rt, cfg, clients, steps, batch, micro)
         if "limits" in results:
             add_training_mfu(train, results["limits"], results["model"]["params"])

@@ -117,6 +117,19 @@ def _quality_rows(quality: dict[str, Any] | None) -> list[list[str]]:
     return rows
 
 
+def _rate_row(
+    name: str, ours: dict[str, Any], base: dict[str, Any], ratio: float, note: str
+) -> list[str]:
+    """A tokens/s row: ours, the baseline, the ratio and a note."""
+    return [
+        name,
+        fmt_num(ours["tokens_per_s"]),
+        fmt_num(base["tokens_per_s"]),
+        fmt_ratio(ratio),
+        note,
+    ]
+
+
 def build_rows(results: dict[str, Any]) -> list[list[str]]:
     """The table rows of a results dict (any section may be missing)."""
     rows: list[list[str]] = []
@@ -145,14 +158,14 @@ def build_rows(results: dict[str, Any]) -> list[list[str]]:
         if "ours_bf16" in gen:
             bf16 = gen["ours_bf16"]
             rows.append(
-                [
+                _rate_row(
                     "generation tokens/s (ours, base in bf16, vs naive)",
-                    fmt_num(bf16["tokens_per_s"]),
-                    fmt_num(gen["naive"]["tokens_per_s"]),
-                    fmt_ratio(gen["speedup_bf16"]),
+                    bf16,
+                    gen["naive"],
+                    gen["speedup_bf16"],
                     f"synth.generation-dtype = bfloat16 · greedy texts equal to fp32: "
                     f"{100 * bf16['same_text_share']:.0f}%",
-                ]
+                )
             )
         if "ours_shared" in gen:
             sh = gen["ours_shared"]
@@ -180,14 +193,14 @@ def build_rows(results: dict[str, Any]) -> list[list[str]]:
         if "ours_bf16" in train:
             b16 = train["ours_bf16"]
             rows.append(
-                [
+                _rate_row(
                     "training tokens/s (ours, base in bf16, vs ours fp32)",
-                    fmt_num(b16["tokens_per_s"]),
-                    fmt_num(train["ours"]["tokens_per_s"]),
-                    fmt_ratio(train["speedup_bf16"]),
+                    b16,
+                    train["ours"],
+                    train["speedup_bf16"],
                     f"train.base-dtype = bfloat16 · alternated with fp32 · mean loss "
                     f"{b16['mean_loss']:.3f} vs {train['ours']['mean_loss']:.3f}",
-                ]
+                )
             )
         rows.append(
             [
