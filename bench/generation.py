@@ -9,16 +9,15 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Sequence
-from contextlib import nullcontext
 from dataclasses import replace
 from typing import Any
 
 import torch
 
+from bench.timing import alternate
+
 SHARED_DEMOS = 4
 """Prompts per demonstration set in the shared-demonstrations row."""
-INTERLEAVED = 2
-"""Timed runs of each of fp32 and bf16 decoding, alternated (their mean is reported)."""
 
 
 def count_new_tokens(new_ids: Sequence[int], eos_id: int | None, pad_id: int | None) -> int:
@@ -226,27 +225,28 @@ def bench_generation(
     batched(ours_run, tok, prompts[:2], replace(spec, max_new_tokens=2))
     with base_in(rt.model, torch.bfloat16):  # makes the bf16 copy once, outside the timing
         batched(ours_run, tok, prompts[:2], replace(spec, max_new_tokens=2))
+
+    def ours_fp32() -> Any:
+        return batched(ours_run, tok, prompts, spec)
+
+    def ours_bf16() -> Any:
+        with base_in(rt.model, torch.bfloat16):
+            return batched(ours_run, tok, prompts, spec)
+
+    # fp32 and bf16 alternate, so that both see the same load: one run of each, one after
+    # the other, once gave a bf16 rate no faster than fp32's (docs/benchmark.md).
+    runs = alternate({"ours": ours_fp32, "ours_bf16": ours_bf16})
+    once = {
+        "generate": lambda: batched(generate_run, tok, prompts, spec),
+        "naive": lambda: naive_generate(rt.model, tok, prompts, spec),
+    }
+    runs |= alternate(once, repetitions=1)
     timed: dict[str, dict[str, Any]] = {}
     outputs: dict[str, tuple[list[str], list[list[int]]]] = {}
-    # fp32 and bf16 alternate (A B A B), so that both see the same load: one run of each,
-    # one after the other, once gave a bf16 rate no faster than fp32's (docs/benchmark.md).
-    reps: dict[str, list[float]] = {"ours": [], "ours_bf16": []}
-    for _ in range(INTERLEAVED):
-        for name in reps:
-            with base_in(rt.model, torch.bfloat16) if name == "ours_bf16" else nullcontext():
-                t0 = time.perf_counter()
-                out = batched(ours_run, tok, prompts, spec)
-                reps[name].append(time.perf_counter() - t0)
-            outputs.setdefault(name, out)
-    for name in ("generate", "naive"):
-        fn = generate_run if name == "generate" else None
-        t0 = time.perf_counter()
-        outputs[name] = (
-            batched(fn, tok, prompts, spec) if fn else naive_generate(rt.model, tok, prompts, spec)
-        )
-        reps[name] = [time.perf_counter() - t0]
-    for name, seconds in reps.items():
-        tokens = sum(map(len, outputs[name][1]))  # greedy: every repetition decodes the same
+    for name, reps in runs.items():
+        outputs[name] = reps[0][1]  # greedy: every repetition decodes the same
+        seconds = [t for t, _ in reps]
+        tokens = sum(map(len, outputs[name][1]))
         timed[name] = {
             "seconds": statistics.fmean(seconds),
             "tokens": tokens,

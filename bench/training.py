@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from bench.generation import INTERLEAVED
+from bench.timing import alternate
 
 
 def _trl_trainer(
@@ -118,13 +118,12 @@ def bench_training(
     seed = cfg.seed
     start_state = get_state(rt.model, LOCAL)
 
-    def ours(dtype: torch.dtype) -> tuple[float, Any]:
+    def ours(dtype: torch.dtype) -> Any:
         """One epoch of ``train_adapter`` from the start state, the base in ``dtype``."""
         set_state(rt.model, LOCAL, start_state)
         torch.manual_seed(seed)
         with base_in(rt.model, dtype):  # train.base-dtype
-            t0 = time.perf_counter()
-            stats = train_adapter(
+            return train_adapter(
                 rt.model,
                 LOCAL,
                 encoded,
@@ -138,13 +137,8 @@ def bench_training(
                 micro_batch_size=micro,
                 desc=f"bench train {dtype}".replace("torch.", ""),
             )
-            return time.perf_counter() - t0, stats
 
-    # fp32 and bf16 alternate (A B A B): both see the same load.
-    runs: dict[str, list[tuple[float, Any]]] = {"fp32": [], "bf16": []}
-    for _ in range(INTERLEAVED):
-        runs["fp32"].append(ours(torch.float32))
-        runs["bf16"].append(ours(torch.bfloat16))
+    runs = alternate({"fp32": lambda: ours(torch.float32), "bf16": lambda: ours(torch.bfloat16)})
     set_state(rt.model, LOCAL, start_state)
     ours_s = statistics.fmean(t for t, _ in runs["fp32"])
     bf16_s = statistics.fmean(t for t, _ in runs["bf16"])

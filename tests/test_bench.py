@@ -293,3 +293,16 @@ def test_the_compile_row_states_both_timings():
     }
     (row,) = build_rows(results)
     assert row[1:4] == ["290.0", "145.0", "0.50×"] and "compilation 167 s" in row[4]
+
+
+def test_alternate_calls_the_variants_in_turn_and_times_each_call():
+    from bench.timing import alternate
+
+    calls = []
+    timed = alternate({"a": lambda: calls.append("a") or 1, "b": lambda: calls.append("b") or 2})
+    assert calls == ["a", "b", "b", "a"]  # A B B A: neither always first, drift cancels
+    assert [r for _, r in timed["a"]] == [1, 1] and [r for _, r in timed["b"]] == [2, 2]
+    assert all(t >= 0 for reps in timed.values() for t, _ in reps)
+    calls.clear()
+    timed = alternate({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, 3)
+    assert calls == ["a", "b", "b", "a", "a", "b"] and [len(v) for v in timed.values()] == [3, 3]

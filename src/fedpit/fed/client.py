@@ -363,8 +363,9 @@ def run_client_round(
         if cfg.uses_synthetic:
             with r.phase("synth"):
                 synth = synthesize(rt, cfg, info, private, PUBLIC)  # generator = W_g
-            synth_dtype = _base_dtype(rt, cfg, cfg.synth.generation_dtype)
-            r.log["generation-dtype"] = _dtype_name(synth_dtype)
+            r.log["generation-dtype"] = _dtype_name(
+                _base_dtype(rt, cfg, cfg.synth.generation_dtype)
+            )
             if not synth.examples:
                 _degenerate(cfg, info)
         if synth is not None:
