@@ -1,6 +1,8 @@
 """Where a run's time goes: seconds per client-round phase and the run's wall time.
 
-Read from a finished run directory (``--run-dir``), or from the default ``fedpit run``
+SynGen's own time is split by its generate calls (the clients' private logs time each
+one), which shows how much the retry rounds of failed responses cost. Read from a
+finished run directory (``--run-dir``), or from the default ``fedpit run``
 the benchmark starts itself (``--default-run``).
 """
 
@@ -29,15 +31,19 @@ def phase_seconds(run_dir: Path) -> dict[str, Any]:
 
     Returns:
         ``client_rounds``, ``mean`` and ``max`` seconds per phase, ``run_seconds``,
-        ``method``.
+        ``method``, ``synth_calls`` (:func:`synth_calls`; empty for runs before it).
     """
     values: dict[str, list[float]] = {p: [] for p in PHASES}
+    calls: list[list[dict[str, Any]]] = []
     rounds = 0
     for path in sorted(run_dir.glob("clients/*/metrics.jsonl")):
         for text in path.read_text().splitlines():
             if not text.strip():
                 continue
-            counters = json.loads(text).get("counters", {})
+            line = json.loads(text)
+            counters = line.get("counters", {})
+            if "synth-calls" in line:
+                calls.append(line["synth-calls"])
             rounds += 1
             for p in PHASES:
                 values[p].append(float(counters.get(f"seconds-{p}", 0.0)))
@@ -50,6 +56,43 @@ def phase_seconds(run_dir: Path) -> dict[str, Any]:
         "mean": {p: statistics.fmean(v) if v else None for p, v in values.items()},
         "max": {p: max(v) if v else None for p, v in values.items()},
         "run_seconds": summary.get("seconds"),
+        "synth_calls": synth_calls(calls),
+    }
+
+
+def call_name(phase: str, index: int) -> str:
+    """A call's name: ``instruction``, or ``response 1``, ``response 2`` … by retry round."""
+    return phase if phase == "instruction" else f"{phase} {index}"
+
+
+def synth_calls(rounds: list[list[dict[str, Any]]]) -> dict[str, dict[str, float]]:
+    """Where SynGen's time goes: its generate calls, by position, over client rounds (pure).
+
+    Args:
+        rounds: Per client round, its ``synth-calls`` (``phase``, ``prompts``, ``seconds``
+            of each batched call, in order: the instruction call, then one response call
+            per retry round).
+
+    Returns:
+        Call name (:func:`call_name`) → ``rounds`` (client rounds that made it),
+        ``prompts_mean``, ``seconds_mean`` (over those rounds) and ``share`` (its seconds
+        over all calls' seconds, every round summed).
+    """
+    by_name: dict[str, list[dict[str, Any]]] = {}
+    for calls in rounds:
+        seen: dict[str, int] = {}
+        for c in calls:
+            seen[c["phase"]] = seen.get(c["phase"], 0) + 1
+            by_name.setdefault(call_name(c["phase"], seen[c["phase"]]), []).append(c)
+    total = sum(float(c["seconds"]) for calls in rounds for c in calls)
+    return {
+        name: {
+            "rounds": len(made),
+            "prompts_mean": statistics.fmean(float(c["prompts"]) for c in made),
+            "seconds_mean": statistics.fmean(float(c["seconds"]) for c in made),
+            "share": sum(float(c["seconds"]) for c in made) / total if total else 0.0,
+        }
+        for name, made in by_name.items()
     }
 
 

@@ -146,6 +146,7 @@ def bench_quality(
                         "rejected": dict(result.rejected),
                         "response_failures": dict(result.response_failures),
                         "generate_calls": dict(result.generate_calls),
+                        "calls": result.calls,
                         "ifs": scores,
                         "lengths": lengths,
                         "seconds": seconds,

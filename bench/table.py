@@ -266,6 +266,17 @@ def build_rows(results: dict[str, Any]) -> list[list[str]]:
                     f"{phases['client_rounds']} client rounds",
                 ]
             )
+        for name, c in phases.get("synth_calls", {}).items():
+            rows.append(
+                [
+                    f"SynGen call: {name}, seconds (mean)",
+                    fmt_num(c["seconds_mean"]),
+                    "",
+                    "",
+                    f"{c['share']:.0%} of SynGen · {c['prompts_mean']:.1f} prompts · "
+                    f"in {c['rounds']} client rounds",
+                ]
+            )
         rows.append(["run wall time, s", fmt_num(phases["run_seconds"]), "", "", phases["run_dir"]])
     if "default_run_end_to_end_s" in results:
         rows.append(

@@ -11,7 +11,7 @@ import pytest
 from bench.generation import batched, count_new_tokens
 from bench.machine import compute_bound, decode_bound, model_flops_utilisation
 from bench.memory import RssSampler, tree_rss
-from bench.phases import PHASES, phase_seconds
+from bench.phases import PHASES, phase_seconds, synth_calls
 from bench.table import build_rows, format_table
 
 
@@ -111,14 +111,17 @@ def test_rss_sampler_counts_children():
 
 
 def test_phase_seconds_reads_a_run_dir(tmp_path):
+    calls = [{"phase": "instruction", "prompts": 12, "seconds": 4.0}]
     for client, rows in {"0": [1.0, 3.0], "1": [2.0]}.items():
         d = tmp_path / "clients" / client
         d.mkdir(parents=True)
         lines = [
-            json.dumps({"round": i + 1, "counters": {f"seconds-{p}": s for p in PHASES}})
+            {"round": i + 1, "counters": {f"seconds-{p}": s for p in PHASES}}
             for i, s in enumerate(rows)
         ]
-        (d / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+        if client == "1":
+            lines[0]["synth-calls"] = calls
+        (d / "metrics.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
     (tmp_path / "summary.json").write_text(json.dumps({"method": "fedpit", "seconds": 42.0}))
     out = phase_seconds(tmp_path)
     assert out["client_rounds"] == 3
@@ -126,8 +129,31 @@ def test_phase_seconds_reads_a_run_dir(tmp_path):
     assert out["max"]["total"] == pytest.approx(3.0)
     assert out["run_seconds"] == 42.0
     assert out["method"] == "fedpit"
+    assert out["synth_calls"] == {
+        "instruction": {"rounds": 1, "prompts_mean": 12.0, "seconds_mean": 4.0, "share": 1.0}
+    }
     rows = build_rows({"phases": out})
-    assert len(rows) == len(PHASES) + 1
+    assert len(rows) == len(PHASES) + 2
+    assert rows[len(PHASES)][0] == "SynGen call: instruction, seconds (mean)"
+
+
+def test_synth_calls_are_named_by_position_and_shared_out_by_seconds():
+    def call(phase, prompts, seconds):
+        return {"phase": phase, "prompts": prompts, "seconds": seconds}
+
+    rounds = [
+        [call("instruction", 12, 10.0), call("response", 12, 20.0), call("response", 2, 10.0)],
+        [call("instruction", 12, 6.0), call("response", 10, 14.0)],
+    ]
+    out = synth_calls(rounds)
+    assert list(out) == ["instruction", "response 1", "response 2"]
+    assert out["instruction"] == {"rounds": 2, "prompts_mean": 12.0, "seconds_mean": 8.0,
+                                  "share": 16 / 60}  # fmt: skip
+    assert out["response 1"]["prompts_mean"] == 11.0
+    assert out["response 1"]["share"] == pytest.approx(34 / 60)
+    assert out["response 2"] == {"rounds": 1, "prompts_mean": 2.0, "seconds_mean": 10.0,
+                                 "share": 10 / 60}  # fmt: skip
+    assert synth_calls([]) == {}
 
 
 def test_build_rows_formats_every_section():

@@ -331,6 +331,9 @@ def test_syngen_decodes_in_the_resolved_dtype_and_the_client_logs_it(
     assert asked == [want]
     line = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])
     assert line["generation-dtype"] == str(want).removeprefix("torch.")
+    # The private log times every SynGen generate call (one instruction call first).
+    assert line["synth-calls"][0]["phase"] == "instruction"
+    assert {c["phase"] for c in line["synth-calls"]} <= {"instruction", "response"}
 
 
 @pytest.mark.parametrize(

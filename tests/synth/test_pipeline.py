@@ -118,6 +118,11 @@ def test_pipeline_end_to_end(fmt: PromptFormat) -> None:
     # Batching: one call for all instructions, one per retry round for the responses.
     assert [len(prompts) for prompts, _ in gen.calls] == [10, 4, 2, 1]
     assert result.generate_calls == {"instruction": 1, "response": 3}
+    # Each call is timed, in order, with its phase and batch (where SynGen's time goes).
+    assert [(c["phase"], c["prompts"]) for c in result.calls] == [
+        ("instruction", 10), ("response", 4), ("response", 2), ("response", 1),
+    ]  # fmt: skip
+    assert all(isinstance(c["seconds"], float) and c["seconds"] >= 0 for c in result.calls)
     instruction_spec, response_spec = gen.calls[0][1], gen.calls[1][1]
     assert (instruction_spec.stop, instruction_spec.max_new_tokens) == (("\n",), 32)
     # The defaults sample both phases at T = 1 with no repetition penalty.

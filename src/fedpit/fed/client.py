@@ -366,6 +366,7 @@ def run_client_round(
             r.log["generation-dtype"] = _dtype_name(
                 _base_dtype(rt, cfg, cfg.synth.generation_dtype)
             )
+            r.log["synth-calls"] = synth.calls  # private: seconds per generate call
             if not synth.examples:
                 _degenerate(cfg, info)
         if synth is not None:

@@ -11,6 +11,7 @@ the demonstrations of the failed ones; (3) the copy filter, then the verbatim-sp
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -55,6 +56,8 @@ class SynthResult:
         generate_calls: Batched ``generate`` calls per phase.
         prompts: The response prompt each kept candidate was generated from, by id
             (its demonstrations are private: the teacher of context distillation).
+        calls: Every batched ``generate`` call in order: its ``phase``, number of
+            ``prompts`` and wall ``seconds`` (where SynGen's time goes; not compared).
     """
 
     examples: list[Example]
@@ -67,6 +70,7 @@ class SynthResult:
         default_factory=lambda: {"instruction": 0, "response": 0}
     )
     prompts: dict[str, str] = field(default_factory=dict)
+    calls: list[dict[str, object]] = field(default_factory=list, compare=False)
 
 
 def _generate(
@@ -76,8 +80,11 @@ def _generate(
     phase: str,
     result: SynthResult,
 ) -> list[Generation]:
+    t0 = time.perf_counter()
     outputs = generate(prompts, spec)
+    seconds = time.perf_counter() - t0
     result.generate_calls[phase] += 1
+    result.calls.append({"phase": phase, "prompts": len(prompts), "seconds": round(seconds, 3)})
     if len(outputs) != len(prompts):
         raise ValueError(f"generate returned {len(outputs)} outputs for {len(prompts)} prompts")
     return outputs
