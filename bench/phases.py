@@ -13,8 +13,12 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Sequence
+from itertools import count
 from pathlib import Path
 from typing import Any
+
+from bench.timing import alternate
 
 PHASES = ("synth", "train-local", "select", "train-public", "total")
 """Client-round phases, each a ``seconds-<phase>`` counter in ``metrics.jsonl``."""
@@ -57,6 +61,18 @@ def phase_seconds(run_dir: Path) -> dict[str, Any]:
         "max": {p: max(v) if v else None for p, v in values.items()},
         "run_seconds": summary.get("seconds"),
         "synth_calls": synth_calls(calls),
+        **_outcome(summary),
+    }
+
+
+def _outcome(summary: dict[str, Any]) -> dict[str, Any]:
+    """The final test loss and the synthetic yield a run's ``summary.json`` states."""
+    losses = summary.get("test_loss") or {}
+    synthetic = summary.get("synthetic") or {}
+    return {
+        "test_loss": losses[max(losses, key=int)] if losses else None,
+        "synth_kept": synthetic.get("synth-kept"),
+        "synth_attempts": synthetic.get("synth-attempts"),
     }
 
 
@@ -96,11 +112,12 @@ def synth_calls(rounds: list[list[dict[str, Any]]]) -> dict[str, dict[str, float
     }
 
 
-def default_run(run_dir: Path) -> float:
+def default_run(run_dir: Path, overrides: Sequence[str] = ()) -> float:
     """Run the default ``fedpit run`` into ``run_dir``; its seconds from start to exit.
 
     Args:
         run_dir: The run directory to create.
+        overrides: ``key=value`` settings for a variant of the default job.
 
     Returns:
         Wall seconds of the whole process (model load, Ray, federation, summary).
@@ -108,7 +125,44 @@ def default_run(run_dir: Path) -> float:
     Raises:
         subprocess.CalledProcessError: The run exited non-zero.
     """
-    cmd = [sys.executable, "-m", "fedpit", "run", f"run-dir={run_dir}"]
+    cmd = [sys.executable, "-m", "fedpit", "run", *overrides, f"run-dir={run_dir}"]
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     return time.perf_counter() - t0
+
+
+def default_runs(
+    work: Path, variants: Sequence[Sequence[str]] = (), repetitions: int = 1
+) -> dict[str, dict[str, Any]]:
+    """The default job and its variants, alternated (A B, B A …), each read as it ran.
+
+    Args:
+        work: Scratch directory; run ``k`` goes to ``work/default-run-<k>``.
+        variants: Per variant, its ``key=value`` overrides (the default job has none).
+        repetitions: Runs of each (alternated, so every variant sees the same load).
+
+    Returns:
+        ``default`` and each variant (named by its overrides joined with spaces) →
+        ``overrides``, ``end_to_end_s`` and ``phases`` (:func:`phase_seconds`) per run.
+    """
+    jobs = {"default": [], **{" ".join(v): list(v) for v in variants}}
+    made = count()
+    dirs: dict[str, list[Path]] = {name: [] for name in jobs}
+
+    def job(name: str) -> Callable[[], float]:
+        def one() -> float:
+            run_dir = work / f"default-run-{next(made)}"
+            dirs[name].append(run_dir)
+            return default_run(run_dir, jobs[name])
+
+        return one
+
+    timed = alternate({name: job(name) for name in jobs}, repetitions)
+    return {
+        name: {
+            "overrides": jobs[name],
+            "end_to_end_s": [seconds for _, seconds in timed[name]],
+            "phases": [phase_seconds(d) for d in dirs[name]],
+        }
+        for name in jobs
+    }

@@ -11,7 +11,8 @@ Measures, on the default model and real MedQuAD examples:
    efficient CPU settings, on identical token sequences;
 3. peak resident memory of the simulation backend with 1 vs N clients, all training;
 4. peak memory and seconds per round with 10, 50 and 100 clients, 10 sampled per round;
-5. seconds per phase of a client round and the wall time of a run (read from a run dir);
+5. seconds per phase of a client round and the wall time of a run (read from a run dir,
+   or of the default job it starts, alternated with variants of it: ``--default-run-vs``);
    SynGen's yield, IFS and response lengths under each speed lever, over seeds;
 6. the machine's limits: fp32 matmul FLOP/s and memory bandwidth, turned into model
    FLOP utilisation for training and the weight-streaming bound for decoding.
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import tempfile
 import time
@@ -45,7 +47,7 @@ from bench.machine import (
     model_size,
 )
 from bench.memory import QUICK_OVERRIDES, bench_memory
-from bench.phases import default_run, phase_seconds
+from bench.phases import default_runs, phase_seconds
 from bench.quality import bench_quality
 from bench.scale import bench_scale
 from bench.table import TARGETS, render
@@ -66,6 +68,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--default-run",
         action="store_true",
         help="start the default `fedpit run` (about 8 minutes) and read its phases",
+    )
+    p.add_argument(
+        "--default-run-vs",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE[,KEY=VALUE]",
+        help="with --default-run: also run a variant of the default job with these settings, "
+        "alternating with it (A B, B A, …); repeat the option for more variants",
+    )
+    p.add_argument(
+        "--default-run-repeats",
+        type=int,
+        default=1,
+        help="with --default-run: runs of the default job and of each variant (default 1)",
     )
     p.add_argument(
         "--sections",
@@ -165,13 +181,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         _say(t_start, f"scale: `fedpit run` with {counts} clients, 10 per round, 3 rounds …")
         results["scale"] = bench_scale(counts, overrides, work / "scale")
 
-    run_dir = Path(args.run_dir) if args.run_dir else None
+    if args.run_dir:
+        results["phases"] = phase_seconds(Path(args.run_dir))
     if args.default_run:
-        run_dir = work / "default-run"
-        _say(t_start, f"default run into {run_dir} (about 8 minutes) …")
-        results["default_run_end_to_end_s"] = default_run(run_dir)
-    if run_dir is not None:
-        results["phases"] = phase_seconds(run_dir)
+        variants = [v.split(",") for v in args.default_run_vs]
+        n = (1 + len(variants)) * args.default_run_repeats
+        _say(t_start, f"default run{'s' if n > 1 else ''} into {work} ({n} × about 8 minutes) …")
+        runs = default_runs(work, variants, args.default_run_repeats)
+        mine = runs["default"]
+        results["default_run_end_to_end_s"] = statistics.fmean(mine["end_to_end_s"])
+        results["phases"] = mine["phases"][0]
+        if n > 1:
+            results["default_runs"] = runs
 
     results["seconds"] = time.perf_counter() - t_start
     results["load_average_at_end"] = load_average()

@@ -6,6 +6,7 @@ against. Pure formatting: no measurement, no heavy imports.
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -288,8 +289,56 @@ def build_rows(results: dict[str, Any]) -> list[list[str]]:
                 "process start to exit (model load, Ray, federation, summary)",
             ]
         )
+    rows += _default_runs_rows(results.get("default_runs", {}))
     if "limits" in results:
         rows += _limits_rows(results["limits"], gen, train)
+    return rows
+
+
+def _outcome_note(phases: Sequence[dict[str, Any]]) -> str:
+    """Yield and final test loss of each run, and SynGen's and training's mean seconds."""
+
+    def mean(key: str) -> float:
+        return statistics.fmean(p["mean"][key] or 0.0 for p in phases)
+
+    kept = " ".join(
+        f"{p['synth_kept']:.0f}/{p['synth_attempts']:.0f}" for p in phases if p["synth_attempts"]
+    )
+    losses = " ".join(f"{p['test_loss']:.3f}" for p in phases if p["test_loss"] is not None)
+    return (
+        f"kept {kept or '–'} · test loss {losses or '–'} · per client round synth "
+        f"{mean('synth'):.1f} s, train-local {mean('train-local'):.1f} s"
+    )
+
+
+def _default_runs_rows(runs: dict[str, dict[str, Any]]) -> list[list[str]]:
+    """The default job against each variant of it, alternated: seconds end to end."""
+    if not runs:
+        return []
+    mine = runs["default"]
+    base_s = statistics.fmean(mine["end_to_end_s"])
+    rows = [
+        [
+            "default job end to end, s (alternated runs)",
+            fmt_num(base_s),
+            "",
+            "",
+            f"{len(mine['end_to_end_s'])} run(s) · {_outcome_note(mine['phases'])}",
+        ]
+    ]
+    for name, other in runs.items():
+        if name == "default":
+            continue
+        other_s = statistics.fmean(other["end_to_end_s"])
+        rows.append(
+            [
+                f"default job vs {name}, s",
+                fmt_num(base_s),
+                fmt_num(other_s),
+                fmt_ratio(other_s / base_s),
+                _outcome_note(other["phases"]),
+            ]
+        )
     return rows
 
 

@@ -332,3 +332,53 @@ def test_alternate_calls_the_variants_in_turn_and_times_each_call():
     calls.clear()
     timed = alternate({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, 3)
     assert calls == ["a", "b", "b", "a", "a", "b"] and [len(v) for v in timed.values()] == [3, 3]
+
+
+def test_default_runs_alternate_the_variants_and_read_each_run(tmp_path, monkeypatch):
+    import bench.phases as phases_mod
+
+    ran = []
+
+    def fake_run(run_dir, overrides=()):
+        ran.append((run_dir.name, list(overrides)))
+        kept = 60.0 if overrides else 65.0
+        (run_dir / "clients" / "0").mkdir(parents=True)
+        counters = {f"seconds-{p}": 10.0 for p in PHASES}
+        (run_dir / "clients" / "0" / "metrics.jsonl").write_text(
+            json.dumps({"round": 1, "counters": counters}) + "\n"
+        )
+        summary = {
+            "method": "fedpit",
+            "seconds": 90.0,
+            "test_loss": {"0": 2.5, "1": 2.3, "2": 2.2},
+            "synthetic": {"synth-kept": kept, "synth-attempts": 72.0},
+        }
+        (run_dir / "summary.json").write_text(json.dumps(summary))
+        return 100.0 + 20.0 * bool(overrides)
+
+    monkeypatch.setattr(phases_mod, "default_run", fake_run)
+    variant = ["synth.generation-dtype=float32"]
+    runs = phases_mod.default_runs(tmp_path, [variant], repetitions=2)
+    # A B, then B A: each run in its own directory, the variant with its overrides.
+    assert ran == [
+        ("default-run-0", []),
+        ("default-run-1", variant),
+        ("default-run-2", variant),
+        ("default-run-3", []),
+    ]
+    other = runs["synth.generation-dtype=float32"]
+    assert runs["default"]["end_to_end_s"] == [100.0, 100.0]
+    assert other["end_to_end_s"] == [120.0, 120.0]
+    assert [p["run_dir"] for p in other["phases"]] == [
+        str(tmp_path / "default-run-1"),
+        str(tmp_path / "default-run-2"),
+    ]
+    assert other["phases"][0]["test_loss"] == 2.2  # the last round's
+    assert other["phases"][0]["synth_kept"] == 60.0
+    rows = build_rows({"default_runs": runs})
+    assert [r[0] for r in rows] == [
+        "default job end to end, s (alternated runs)",
+        "default job vs synth.generation-dtype=float32, s",
+    ]
+    assert rows[1][1:4] == ["100.0", "120.0", "1.20×"]
+    assert "kept 60/72 60/72 · test loss 2.200 2.200" in rows[1][4]
