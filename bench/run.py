@@ -111,8 +111,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark, print the table, write the JSON; non-zero if outputs differ."""
     args = parse_args(argv)
+    from fedpit.config.load import from_flat, parse_overrides
+    from fedpit.errors import FedPITError
+
+    try:  # a variant's bad setting is an error now, not after the default job has run
+        for variant in args.default_run_vs:
+            from_flat(parse_overrides(variant.split(",")))
+    except FedPITError as err:
+        print(f"--default-run-vs: {err}", file=sys.stderr)
+        return 2
     sections = {s.strip() for s in args.sections.split(",") if s.strip()}
-    from fedpit.config.load import from_flat
     from fedpit.data.prepare import run_data_for
     from fedpit.lm.runtime import get_runtime, set_threads
 

@@ -382,3 +382,10 @@ def test_default_runs_alternate_the_variants_and_read_each_run(tmp_path, monkeyp
     ]
     assert rows[1][1:4] == ["100.0", "120.0", "1.20×"]
     assert "kept 60/72 60/72 · test loss 2.200 2.200" in rows[1][4]
+
+
+def test_a_bad_variant_setting_is_refused_before_any_run(capsys):
+    from bench.run import main
+
+    assert main(["--sections", "", "--default-run", "--default-run-vs", "synth.x=1"]) == 2
+    assert "--default-run-vs: unknown configuration key 'synth.x'" in capsys.readouterr().err
