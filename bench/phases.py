@@ -3,25 +3,36 @@
 SynGen's own time is split by its generate calls (the clients' private logs time each
 one), which shows how much the retry rounds of failed responses cost. Read from a
 finished run directory (``--run-dir``), or from the default ``fedpit run``
-the benchmark starts itself (``--default-run``).
+the benchmark starts itself (``--default-run``), alternated with variants of its settings
+(``--default-run-vs``) or with the default job as an earlier commit ran it
+(``--default-run-vs-commit``: the same machine, the same hour, the old code).
 """
 
 from __future__ import annotations
 
+import io
 import json
+import os
 import statistics
 import subprocess
 import sys
+import tarfile
 import time
-from collections.abc import Callable, Sequence
+import tomllib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from itertools import count
 from pathlib import Path
 from typing import Any
 
 from bench.timing import alternate
+from fedpit.data.sources import DATA_DIR_ENV, MEDQUAD_FILE, find_data_file
 
 PHASES = ("synth", "train-local", "select", "train-public", "total")
 """Client-round phases, each a ``seconds-<phase>`` counter in ``metrics.jsonl``."""
+
+REPO = Path(__file__).resolve().parents[1]
+"""This project's checkout (the git repository ``--default-run-vs-commit`` reads)."""
 
 
 def phase_seconds(run_dir: Path) -> dict[str, Any]:
@@ -112,12 +123,89 @@ def synth_calls(rounds: list[list[dict[str, Any]]]) -> dict[str, dict[str, float
     }
 
 
-def default_run(run_dir: Path, overrides: Sequence[str] = ()) -> float:
-    """Run the default ``fedpit run`` into ``run_dir``; its seconds from start to exit.
+def source_tree(rev: str, dest: Path, repo: Path = REPO) -> tuple[str, Path]:
+    """The project's files at commit ``rev``, extracted into ``dest/commit-<hash>``.
+
+    Args:
+        rev: Any git revision (``83ee11f``, ``HEAD~3``, a tag).
+        dest: Directory to extract into.
+        repo: The git repository (this project's, by default).
+
+    Returns:
+        The commit's short hash and the tree's root (it has ``src/`` and ``pyproject.toml``).
+
+    Raises:
+        ValueError: ``rev`` names no commit of ``repo``.
+    """
+    git = ["git", "-C", str(repo)]
+    found = subprocess.run(
+        [*git, "rev-parse", "--short", "--verify", "--quiet", f"{rev}^{{commit}}"],
+        capture_output=True,
+        text=True,
+    )
+    if found.returncode != 0:
+        raise ValueError(f"{rev!r} is not a commit of {repo}")
+    short = found.stdout.strip()
+    root = dest / f"commit-{short}"
+    if not (root / "pyproject.toml").is_file():
+        archive = subprocess.run(
+            [*git, "archive", "--format=tar", short],
+            capture_output=True,
+            check=True,
+        ).stdout
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+            tar.extractall(root, filter="data")
+    return short, root
+
+
+def fedpit_command(tree: Path | None) -> list[str]:
+    """Interpreter arguments that start ``fedpit``: this checkout's, or a source tree's.
+
+    A tree's entry point is read from its ``pyproject.toml`` (it moved between commits).
+    """
+    if tree is None:
+        return ["-m", "fedpit"]
+    project = tomllib.loads((tree / "pyproject.toml").read_text())["project"]
+    module, func = project["scripts"]["fedpit"].split(":")
+    return ["-c", f"import sys; from {module} import {func}; sys.exit({func}())"]
+
+
+def tree_env(tree: Path) -> dict[str, str]:
+    """The environment that runs a source tree's code: its ``src/`` first on the path.
+
+    The data directory this checkout finds is passed on as ``$FEDPIT_DATA_DIR`` (an
+    extracted tree has no ``../shared/data`` beside it).
+    """
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(tree / "src"), env.get("PYTHONPATH", "")) if p
+    )
+    if DATA_DIR_ENV not in env:
+        medquad = find_data_file(MEDQUAD_FILE)
+        if medquad is not None:
+            env[DATA_DIR_ENV] = str(medquad.parent)
+    return env
+
+
+@dataclass(frozen=True)
+class Job:
+    """One arm of the default-job comparison.
+
+    Attributes:
+        overrides: ``key=value`` settings on top of the default job (none: the default).
+        tree: The source tree whose code runs it (None: this checkout's).
+    """
+
+    overrides: tuple[str, ...] = ()
+    tree: Path | None = None
+
+
+def default_run(run_dir: Path, job: Job = Job()) -> float:
+    """Run the default ``fedpit run`` (or a variant) into ``run_dir``; seconds to exit.
 
     Args:
         run_dir: The run directory to create.
-        overrides: ``key=value`` settings for a variant of the default job.
+        job: The variant's settings and the code that runs it.
 
     Returns:
         Wall seconds of the whole process (model load, Ray, federation, summary).
@@ -125,14 +213,24 @@ def default_run(run_dir: Path, overrides: Sequence[str] = ()) -> float:
     Raises:
         subprocess.CalledProcessError: The run exited non-zero.
     """
-    cmd = [sys.executable, "-m", "fedpit", "run", *overrides, f"run-dir={run_dir}"]
+    cmd = [
+        sys.executable,
+        *fedpit_command(job.tree),
+        "run",
+        *job.overrides,
+        f"run-dir={run_dir}",
+    ]
+    env = tree_env(job.tree) if job.tree is not None else None
     t0 = time.perf_counter()
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env=env)
     return time.perf_counter() - t0
 
 
 def default_runs(
-    work: Path, variants: Sequence[Sequence[str]] = (), repetitions: int = 1
+    work: Path,
+    variants: Sequence[Sequence[str]] = (),
+    repetitions: int = 1,
+    commits: Mapping[str, Path] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """The default job and its variants, alternated (A B, B A …), each read as it ran.
 
@@ -140,12 +238,16 @@ def default_runs(
         work: Scratch directory; run ``k`` goes to ``work/default-run-<k>``.
         variants: Per variant, its ``key=value`` overrides (the default job has none).
         repetitions: Runs of each (alternated, so every variant sees the same load).
+        commits: Short hash → source tree (:func:`source_tree`): the default job as
+            that commit ran it, named ``commit <hash>``.
 
     Returns:
-        ``default`` and each variant (named by its overrides joined with spaces) →
-        ``overrides``, ``end_to_end_s`` and ``phases`` (:func:`phase_seconds`) per run.
+        ``default`` and each variant (named by its overrides joined with spaces, or by
+        its commit) → ``overrides``, ``commit`` (None for this checkout), ``end_to_end_s``
+        and ``phases`` (:func:`phase_seconds`) per run.
     """
-    jobs = {"default": [], **{" ".join(v): list(v) for v in variants}}
+    jobs = {"default": Job(), **{" ".join(v): Job(tuple(v)) for v in variants}}
+    jobs |= {f"commit {short}": Job(tree=tree) for short, tree in (commits or {}).items()}
     made = count()
     dirs: dict[str, list[Path]] = {name: [] for name in jobs}
 
@@ -160,7 +262,8 @@ def default_runs(
     timed = alternate({name: job(name) for name in jobs}, repetitions)
     return {
         name: {
-            "overrides": jobs[name],
+            "overrides": list(jobs[name].overrides),
+            "commit": name.removeprefix("commit ") if jobs[name].tree else None,
             "end_to_end_s": [seconds for _, seconds in timed[name]],
             "phases": [phase_seconds(d) for d in dirs[name]],
         }

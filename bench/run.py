@@ -47,7 +47,7 @@ from bench.machine import (
     model_size,
 )
 from bench.memory import QUICK_OVERRIDES, bench_memory
-from bench.phases import default_runs, phase_seconds
+from bench.phases import default_runs, phase_seconds, source_tree
 from bench.quality import bench_quality
 from bench.scale import bench_scale
 from bench.table import TARGETS, render
@@ -76,6 +76,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         metavar="KEY=VALUE[,KEY=VALUE]",
         help="with --default-run: also run a variant of the default job with these settings, "
         "alternating with it (A B, B A, …); repeat the option for more variants",
+    )
+    p.add_argument(
+        "--default-run-vs-commit",
+        action="append",
+        default=[],
+        metavar="REV",
+        help="with --default-run: also run the default job as commit REV of this repository "
+        "ran it (its code, its defaults; extracted into the scratch directory), alternating "
+        "with it; the same-machine ratio against an earlier baseline",
     )
     p.add_argument(
         "--default-run-repeats",
@@ -120,14 +129,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FedPITError as err:
         print(f"--default-run-vs: {err}", file=sys.stderr)
         return 2
+    work = Path(args.work_dir or tempfile.mkdtemp(prefix="fedpit-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    try:  # an unknown commit is an error now, too
+        commits = dict(source_tree(rev, work) for rev in args.default_run_vs_commit)
+    except ValueError as err:
+        print(f"--default-run-vs-commit: {err}", file=sys.stderr)
+        return 2
     sections = {s.strip() for s in args.sections.split(",") if s.strip()}
     from fedpit.data.prepare import run_data_for
     from fedpit.lm.runtime import get_runtime, set_threads
 
     cfg = from_flat({})
     set_threads(cfg.train.threads if args.threads is None else args.threads)
-    work = Path(args.work_dir or tempfile.mkdtemp(prefix="fedpit-bench-"))
-    work.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
     results: dict[str, Any] = {"quick": args.quick, **machine_facts(), "targets": TARGETS}
 
@@ -193,9 +207,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         results["phases"] = phase_seconds(Path(args.run_dir))
     if args.default_run:
         variants = [v.split(",") for v in args.default_run_vs]
-        n = (1 + len(variants)) * args.default_run_repeats
+        n = (1 + len(variants) + len(commits)) * args.default_run_repeats
         _say(t_start, f"default run{'s' if n > 1 else ''} into {work} ({n} × about 8 minutes) …")
-        runs = default_runs(work, variants, args.default_run_repeats)
+        runs = default_runs(work, variants, args.default_run_repeats, commits)
         mine = runs["default"]
         results["default_run_end_to_end_s"] = statistics.fmean(mine["end_to_end_s"])
         results["phases"] = mine["phases"][0]

@@ -339,7 +339,24 @@ def _default_runs_rows(runs: dict[str, dict[str, Any]]) -> list[list[str]]:
                 _outcome_note(other["phases"]),
             ]
         )
+        mine_synth, other_synth = _mean_phase(mine["phases"]), _mean_phase(other["phases"])
+        if mine_synth and other_synth:
+            rows.append(
+                [
+                    f"SynGen per client round vs {name}, s",
+                    fmt_num(mine_synth),
+                    fmt_num(other_synth),
+                    fmt_ratio(other_synth / mine_synth),
+                    "mean seconds-synth over every client round of those runs",
+                ]
+            )
     return rows
+
+
+def _mean_phase(phases: Sequence[dict[str, Any]], phase: str = "synth") -> float | None:
+    """A phase's mean seconds per client round over runs (None: no run timed it)."""
+    values = [p["mean"][phase] for p in phases if p["mean"].get(phase)]
+    return statistics.fmean(values) if values else None
 
 
 def render(results: dict[str, Any]) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import psutil
 import pytest
@@ -339,11 +340,13 @@ def test_default_runs_alternate_the_variants_and_read_each_run(tmp_path, monkeyp
 
     ran = []
 
-    def fake_run(run_dir, overrides=()):
+    def fake_run(run_dir, job):
+        overrides = job.overrides
         ran.append((run_dir.name, list(overrides)))
         kept = 60.0 if overrides else 65.0
         (run_dir / "clients" / "0").mkdir(parents=True)
         counters = {f"seconds-{p}": 10.0 for p in PHASES}
+        counters["seconds-synth"] = 15.0 if overrides else 10.0
         (run_dir / "clients" / "0" / "metrics.jsonl").write_text(
             json.dumps({"round": 1, "counters": counters}) + "\n"
         )
@@ -379,9 +382,72 @@ def test_default_runs_alternate_the_variants_and_read_each_run(tmp_path, monkeyp
     assert [r[0] for r in rows] == [
         "default job end to end, s (alternated runs)",
         "default job vs synth.generation-dtype=float32, s",
+        "SynGen per client round vs synth.generation-dtype=float32, s",
     ]
     assert rows[1][1:4] == ["100.0", "120.0", "1.20×"]
     assert "kept 60/72 60/72 · test loss 2.200 2.200" in rows[1][4]
+    assert rows[2][1:4] == ["10.0", "15.0", "1.50×"]
+
+
+def _commit_tree(repo: Path, marker: str) -> str:
+    """A git repository whose one commit's ``fedpit`` entry point writes a run's summary."""
+    (repo / "src" / "oldfed").mkdir(parents=True)
+    (repo / "pyproject.toml").write_text(
+        '[project]\nname = "oldfed"\n[project.scripts]\nfedpit = "oldfed.entry:main"\n'
+    )
+    (repo / "src" / "oldfed" / "__init__.py").write_text("")
+    (repo / "src" / "oldfed" / "entry.py").write_text(
+        "import json, os, sys\nfrom pathlib import Path\n\n"
+        "def main():\n"
+        "    args = sys.argv[1:]\n"
+        "    run_dir = Path(next(a for a in args if a.startswith('run-dir=')).split('=', 1)[1])\n"
+        "    run_dir.mkdir(parents=True)\n"
+        f"    summary = {{'method': {marker!r}, 'seconds': 1.0, 'argv': args,\n"
+        "               'data': os.environ.get('FEDPIT_DATA_DIR')}\n"
+        "    (run_dir / 'summary.json').write_text(json.dumps(summary))\n"
+        "    return 0\n"
+    )
+    git = ["git", "-C", str(repo)]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run(
+        [*git, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "old"], check=True
+    )
+    return subprocess.run(
+        [*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+def test_the_default_job_of_an_earlier_commit_runs_that_commits_code(tmp_path, monkeypatch):
+    import bench.phases as phases_mod
+
+    repo = tmp_path / "repo"
+    short = _commit_tree(repo, "from-the-old-commit")
+    (repo / "src" / "oldfed" / "entry.py").write_text("raise SystemExit('uncommitted')\n")
+    monkeypatch.setenv("FEDPIT_DATA_DIR", "/data/here")
+    name, tree = phases_mod.source_tree("HEAD", tmp_path / "work", repo)
+    assert name == short and (tree / "src" / "oldfed" / "entry.py").is_file()
+    run_dir = tmp_path / "run"
+    seconds = phases_mod.default_run(run_dir, phases_mod.Job(tree=tree))
+    summary = json.loads((run_dir / "summary.json").read_text())
+    # The commit's files, not the working copy's; its entry point from its pyproject.
+    assert summary["method"] == "from-the-old-commit" and seconds > 0
+    assert summary["argv"] == ["run", f"run-dir={run_dir}"]
+    assert summary["data"] == "/data/here"
+    # Without $FEDPIT_DATA_DIR, the tree gets the data directory this checkout finds.
+    monkeypatch.delenv("FEDPIT_DATA_DIR")
+    monkeypatch.setattr(phases_mod, "find_data_file", lambda name: tmp_path / "shared" / name)
+    assert phases_mod.tree_env(tree)["FEDPIT_DATA_DIR"] == str(tmp_path / "shared")
+    with pytest.raises(ValueError, match="'nope' is not a commit"):
+        phases_mod.source_tree("nope", tmp_path / "work", repo)
+
+
+def test_an_unknown_baseline_commit_is_refused_before_any_run(tmp_path, capsys):
+    from bench.run import main
+
+    argv = ["--sections", "", "--default-run", "--default-run-vs-commit", "no-such-rev"]
+    assert main([*argv, "--work-dir", str(tmp_path)]) == 2
+    assert "--default-run-vs-commit: 'no-such-rev' is not a commit" in capsys.readouterr().err
 
 
 def test_a_bad_variant_setting_is_refused_before_any_run(capsys):
