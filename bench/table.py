@@ -290,6 +290,8 @@ def build_rows(results: dict[str, Any]) -> list[list[str]]:
             ]
         )
     rows += _default_runs_rows(results.get("default_runs", {}))
+    # An earlier alternated comparison kept beside the last one (merged results files).
+    rows += _default_runs_rows(results.get("default_runs_earlier", {}), " (earlier runs)")
     if "limits" in results:
         rows += _limits_rows(results["limits"], gen, train)
     return rows
@@ -311,15 +313,18 @@ def _outcome_note(phases: Sequence[dict[str, Any]]) -> str:
     )
 
 
-def _default_runs_rows(runs: dict[str, dict[str, Any]]) -> list[list[str]]:
-    """The default job against each variant of it, alternated: seconds end to end."""
+def _default_runs_rows(runs: dict[str, dict[str, Any]], label: str = "") -> list[list[str]]:
+    """The default job against each variant of it, alternated: seconds end to end.
+
+    ``label`` marks the rows of a second comparison in the same table.
+    """
     if not runs:
         return []
     mine = runs["default"]
     base_s = statistics.fmean(mine["end_to_end_s"])
     rows = [
         [
-            "default job end to end, s (alternated runs)",
+            f"default job end to end, s (alternated runs){label}",
             fmt_num(base_s),
             "",
             "",
@@ -332,7 +337,7 @@ def _default_runs_rows(runs: dict[str, dict[str, Any]]) -> list[list[str]]:
         other_s = statistics.fmean(other["end_to_end_s"])
         rows.append(
             [
-                f"default job vs {name}, s",
+                f"default job vs {name}, s{label}",
                 fmt_num(base_s),
                 fmt_num(other_s),
                 fmt_ratio(other_s / base_s),
@@ -343,7 +348,7 @@ def _default_runs_rows(runs: dict[str, dict[str, Any]]) -> list[list[str]]:
         if mine_synth and other_synth:
             rows.append(
                 [
-                    f"SynGen per client round vs {name}, s",
+                    f"SynGen per client round vs {name}, s{label}",
                     fmt_num(mine_synth),
                     fmt_num(other_synth),
                     fmt_ratio(other_synth / mine_synth),

@@ -387,6 +387,9 @@ def test_default_runs_alternate_the_variants_and_read_each_run(tmp_path, monkeyp
     assert rows[1][1:4] == ["100.0", "120.0", "1.20×"]
     assert "kept 60/72 60/72 · test loss 2.200 2.200" in rows[1][4]
     assert rows[2][1:4] == ["10.0", "15.0", "1.50×"]
+    # An earlier comparison kept beside the last one is labelled as such.
+    both = build_rows({"default_runs": runs, "default_runs_earlier": runs})
+    assert [r[0] for r in both[3:]] == [r[0] + " (earlier runs)" for r in rows]
 
 
 def _commit_tree(repo: Path, marker: str) -> str:
