@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
 import numpy as np
+
+from bench.phases import synth_calls
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "fp32": {"generation_dtype": "float32"},
@@ -51,13 +53,28 @@ def auc_interval(
     return point, float(low), float(high)
 
 
+def _summed(counts: Iterable[Mapping[str, Any]]) -> dict[str, int]:
+    """Reason → count over cells, reasons that never occurred left out."""
+    total: dict[str, int] = {}
+    for c in counts:
+        for reason, n in c.items():
+            total[reason] = total.get(reason, 0) + int(n)
+    return {k: n for k, n in total.items() if n}
+
+
+def _is_retry(call: str) -> bool:
+    """A response call after the first (a retry round of failed responses)."""
+    return call.startswith("response ") and call != "response 1"
+
+
 def summarise(cells: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Per variant: yield over seeds, rejections, IFS and lengths against the reference.
 
     Args:
         cells: One entry per (seed, variant, client): ``seed``, ``variant``, ``attempts``,
             ``kept``, ``rejected`` (reason → count), ``ifs`` and ``lengths`` (per kept
-            candidate), ``seconds``.
+            candidate), ``seconds``; optionally ``response_failures`` (reason → count)
+            and ``calls`` (SynGen's generate calls, :func:`bench.phases.synth_calls`).
 
     Returns:
         Variant → its summary (pure arithmetic on ``cells``).
@@ -76,21 +93,23 @@ def summarise(cells: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         for c in mine:
             pooled[v]["ifs"] += list(c["ifs"])
             pooled[v]["lengths"] += list(c["lengths"])
-        reasons: dict[str, int] = {}
-        for c in mine:
-            for reason, n in c["rejected"].items():
-                reasons[reason] = reasons.get(reason, 0) + int(n)
+        reasons = _summed(c["rejected"] for c in mine)
+        failures = _summed(c.get("response_failures", {}) for c in mine)
+        calls = synth_calls([c["calls"] for c in mine if "calls" in c])
         out[v] = {
             "seeds": seeds,
             "yield_per_seed": yields,
             "yield_mean": statistics.fmean(yields),
-            "rejected": {k: n for k, n in reasons.items() if n},
+            "rejected": reasons,
             "candidates": len(pooled[v]["ifs"]),
             "ifs_mean": statistics.fmean(pooled[v]["ifs"]) if pooled[v]["ifs"] else None,
             "ifs_median": statistics.median(pooled[v]["ifs"]) if pooled[v]["ifs"] else None,
             "length_mean": statistics.fmean(pooled[v]["lengths"]) if pooled[v]["lengths"] else None,
             "seconds_per_seed": seconds,
             "seconds_mean": statistics.fmean(seconds),
+            "response_failures": failures,
+            "synth_calls": calls,
+            "retry_share": sum(c["share"] for n, c in calls.items() if _is_retry(n)),
         }
     if REFERENCE in out:
         ref = pooled[REFERENCE]

@@ -112,10 +112,19 @@ def _quality_rows(quality: dict[str, Any] | None) -> list[list[str]]:
                 f"ratio = speed-up · AUC vs fp32 (0.5 = same): IFS "
                 f"{_interval(v['ifs_auc_vs_reference'])}, response length "
                 f"{_interval(v['length_auc_vs_reference'])} · "
-                f"{v['candidates']} vs {ref['candidates']} kept",
+                f"{v['candidates']} vs {ref['candidates']} kept{_retry_note(v, ref)}",
             ]
         )
     return rows
+
+
+def _retry_note(variant: dict[str, Any], ref: dict[str, Any]) -> str:
+    """What the retry rounds of failed responses cost each (results before it: nothing)."""
+    if "retry_share" not in variant or "retry_share" not in ref:
+        return ""
+    return (
+        f" · retry rounds {variant['retry_share']:.0%} vs {ref['retry_share']:.0%} of SynGen's time"
+    )
 
 
 def _rate_row(

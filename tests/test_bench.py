@@ -281,12 +281,19 @@ def test_quality_summary_pools_seeds_and_compares_with_the_default():
     from bench.quality import summarise
 
     def cell(seed, variant, kept, ifs, seconds):
+        retry = 6.0 if variant == "fp32" else 0.0  # fp32 needs a second response call
         return {
             "seed": seed,
             "variant": variant,
             "attempts": 4,
             "kept": kept,
             "rejected": {"format": 4 - kept, "copy": 0},
+            "response_failures": {"too_short": 1 if retry else 0},
+            "calls": [
+                {"phase": "instruction", "prompts": 4, "seconds": 4.0},
+                {"phase": "response", "prompts": 4, "seconds": 10.0 - retry},
+                *([{"phase": "response", "prompts": 1, "seconds": retry}] if retry else []),
+            ],
             "ifs": ifs,
             "lengths": [10 * x for x in ifs],
             "seconds": seconds,
@@ -305,6 +312,14 @@ def test_quality_summary_pools_seeds_and_compares_with_the_default():
     assert out["bf16"]["seconds_ratio_vs_reference"] == 2.0
     assert out["bf16"]["ifs_auc_vs_reference"][0] == pytest.approx(0.5)  # the same six values
     assert "ifs_auc_vs_reference" not in out["fp32"]
+    # The generate calls: the retry round's share of SynGen, the failures that caused it.
+    assert out["fp32"]["retry_share"] == pytest.approx(6.0 / 14.0)
+    assert out["bf16"]["retry_share"] == 0.0 and out["bf16"]["response_failures"] == {}
+    assert out["fp32"]["response_failures"] == {"too_short": 2}
+    assert out["fp32"]["synth_calls"]["response 2"]["rounds"] == 2
+    row = build_rows({"quality": {"summary": out}})[0]
+    assert row[0].startswith("SynGen yield, bf16 vs fp32")
+    assert "retry rounds 0% vs 43% of SynGen's time" in row[4]
 
 
 def test_the_compile_row_states_both_timings():
