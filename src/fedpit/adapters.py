@@ -139,6 +139,16 @@ def save_adapter(
     tmp.rename(directory)
 
 
+def is_identity(state: Mapping[str, torch.Tensor]) -> bool:
+    """Whether a LoRA state changes nothing: it has B matrices and every one is zero.
+
+    Such an adapter (every round-0 global model, :func:`initial_state`) adds exact zeros
+    to every layer's output, so the model computes what its base alone does.
+    """
+    b = [v for k, v in state.items() if "lora_B" in k]
+    return bool(b) and not any(bool(v.any()) for v in b)
+
+
 def initial_state(template: Mapping[str, torch.Tensor], seed: int) -> State:
     """A fresh LoRA initialisation shaped like ``template``, reproducible from ``seed``.
 

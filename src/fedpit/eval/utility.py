@@ -21,8 +21,8 @@ from fedpit.data.prepare import run_data_for
 from fedpit.data.sources import DATA_DIR_ENV, find_data_file
 from fedpit.errors import DataError
 from fedpit.eval.attack.targets import BASE, GLOBAL, Target, activate, run_config
-from fedpit.eval.base_cache import base_generate
 from fedpit.eval.metrics import Embed, rouge_l, semantic_similarity, token_f1
+from fedpit.lm.base_cache import base_generate
 from fedpit.lm.batched_generation import make_generate_fn
 from fedpit.lm.generation import GenerationSpec
 from fedpit.lm.runtime import Runtime

@@ -6,13 +6,21 @@ import random
 import shutil
 import statistics
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 from flwr.app import ArrayRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 
-from fedpit.adapters import PUBLIC, get_state, initial_state, save_adapter, set_state
+from fedpit.adapters import (
+    PUBLIC,
+    get_state,
+    initial_state,
+    is_identity,
+    save_adapter,
+    set_state,
+)
 from fedpit.config.load import from_flat
 from fedpit.config.schema import RunConfig
 from fedpit.data.prepare import RunData, provenance, run_data_for
@@ -31,6 +39,7 @@ from fedpit.fed.server_state import (
     set_rng_state,
 )
 from fedpit.fed.strategy import Problem, build_strategy
+from fedpit.lm.base_cache import cached
 from fedpit.lm.runtime import Runtime, get_runtime, set_threads
 from fedpit.lm.scoring import response_nll
 from fedpit.privacy.allowlist import EVAL_LOSS, SPAN_BLOCKED, SYNTH_EMPTY
@@ -54,6 +63,28 @@ def test_losses(rt: Runtime, run_data: RunData, max_length: int) -> list[float]:
         [e.output for e in test],
         max_length,
     )
+
+
+def global_test_losses(
+    rt: Runtime, run_data: RunData, max_length: int, state: Mapping[str, torch.Tensor]
+) -> list[float]:
+    """:func:`test_losses` of the global model ``state`` (loaded into ``public``).
+
+    A global model that changes nothing (round 0: the LoRA B matrices are zero) is the
+    base model, whose losses on a test set are the same in every run: they are kept in
+    the base-output cache (:mod:`fedpit.lm.base_cache`), so a run after the first on a
+    machine does not recompute them.
+    """
+    set_state(rt.model, PUBLIC, state)
+    if not is_identity(state):
+        return test_losses(rt, run_data, max_length)
+    test = run_data.split.test
+    key = {
+        "prompts": [rt.fmt.prompt(e) for e in test],
+        "responses": [e.output for e in test],
+        "max_length": max_length,
+    }
+    return cached(rt, "response-nll", key, lambda: test_losses(rt, run_data, max_length))
 
 
 def test_loss(rt: Runtime, run_data: RunData, max_length: int) -> float:
@@ -120,8 +151,9 @@ def run_server(grid: Grid, cfg: RunConfig, rd: RunDir) -> dict[str, object]:
         server_round = flower_round + done
         if saved is not None and flower_round == 0:
             return None  # the resumed global model was evaluated before the interruption
-        set_state(rt.model, PUBLIC, record_to_state(arrays))
-        per_example = test_losses(rt, run_data, cfg.model.max_length)
+        per_example = global_test_losses(
+            rt, run_data, cfg.model.max_length, record_to_state(arrays)
+        )
         loss = statistics.fmean(per_example) if per_example else float("nan")
         record: dict[str, Any] = {
             "round": server_round,

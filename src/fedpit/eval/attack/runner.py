@@ -38,7 +38,7 @@ from fedpit.eval.attack.leakage import (
     synthetic_overlap,
 )
 from fedpit.eval.attack.targets import BASE, GLOBAL, activate, load_runtime, resolve_target
-from fedpit.eval.base_cache import base_generate, cached
+from fedpit.lm.base_cache import base_generate, cached
 from fedpit.lm.batching import encode_pair, token_ids
 from fedpit.lm.generation import GenerateFn, GenerationSpec
 from fedpit.lm.runtime import Runtime

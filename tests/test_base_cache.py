@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from fedpit.eval import base_cache
+from fedpit.lm import base_cache
 from fedpit.lm.generation import Generation, GenerationSpec
 from fedpit.lm.runtime import Runtime
 
@@ -100,3 +100,38 @@ def test_the_key_includes_the_real_base_fingerprint(tiny_model_dir: Path, on: Pa
     assert path.parent == on
     assert path != base_cache.cache_path(FakeRuntime("a"), "generate", {"prompts": ["x"]})  # type: ignore[arg-type]
     assert len(base_cache.code_version()) == 64
+
+
+def test_the_round_0_global_models_test_losses_are_the_base_models_and_cached(
+    tiny_model_dir: Path, on: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server's round-0 test loss (a global model that changes nothing) is computed
+    once per machine; every trained global model is scored afresh."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from fedpit.adapters import PUBLIC, get_state, initial_state, is_identity
+    from fedpit.fed import server_app
+    from tests.helpers import examples, tiny_runtime
+
+    rt = tiny_runtime(tiny_model_dir)
+    run_data = SimpleNamespace(split=SimpleNamespace(test=examples(3)))
+    round0 = initial_state(get_state(rt.model, PUBLIC), seed=5)
+    assert is_identity(round0)
+    first = server_app.global_test_losses(rt, run_data, 64, round0)  # type: ignore[arg-type]
+    with rt.model.disable_adapter():  # the base alone: the same floats
+        assert first == server_app.test_losses(rt, run_data, 64)  # type: ignore[arg-type]
+    assert len(list(on.iterdir())) == 1
+
+    def no_scoring(*args: object, **kwargs: object) -> list[float]:
+        raise AssertionError("scored again")
+
+    monkeypatch.setattr(server_app, "response_nll", no_scoring)
+    # Another seed's round-0 model (other A matrices, B still zero) reads the same entry.
+    other = initial_state(get_state(rt.model, PUBLIC), seed=6)
+    assert server_app.global_test_losses(rt, run_data, 64, other) == first  # type: ignore[arg-type]
+    trained = {k: v + 0.01 if "lora_B" in k else v for k, v in round0.items()}
+    assert not is_identity(trained) and not is_identity({"w": torch.zeros(2)})
+    with pytest.raises(AssertionError, match="scored again"):
+        server_app.global_test_losses(rt, run_data, 64, trained)  # type: ignore[arg-type]

@@ -4,6 +4,8 @@ Every attacked or evaluated run also scores the base model alone (the floor): it
 answers and canary log-probabilities. Those depend only on the base model, the prompts and
 the decoding settings, not on the run, so the cells of a sweep that share a data split
 would compute them again and again (≈ 2 CPU minutes per cell for the default model).
+The server's held-out test loss of the round-0 global model (the base model: a LoRA
+adapter with zero B matrices) is kept here too.
 This cache keeps them on disk under ``$FEDPIT_CACHE/base-outputs`` (default
 ``~/.cache/fedpit``), keyed by a sha256 of everything that shapes them:
 
