@@ -20,6 +20,7 @@ from fedpit.fed import client as client_mod
 from fedpit.fed.client import RoundInfo, phase_seed, run_client_round
 from fedpit.lm import lowp
 from fedpit.lm.batching import encode_pair
+from fedpit.lm.runtime import DTYPES
 from fedpit.lm.scoring import response_nll
 from fedpit.lm.train import cosine_lr, train_adapter
 from fedpit.privacy.allowlist import ALLOWED_COUNTERS, NUM_EXAMPLES
@@ -106,19 +107,22 @@ def train_by_hand(rt, cfg, info, adapter, exs, phase, start, public=False):
         lr0, epochs = cfg.train.public_lr or lr0, cfg.train.public_epochs or epochs
     seed = phase_seed(info, phase)
     torch.manual_seed(seed)
-    train_adapter(
-        rt.model,
-        adapter,
-        for_training(rt, cfg, exs),
-        lr=cosine_lr(lr0, min(cfg.train.lr_min, lr0), info.server_round, info.num_rounds),
-        epochs=epochs,
-        batch_size=cfg.train.batch_size,
-        pad_id=rt.tokenizer.pad_token_id,
-        seed=seed,
-        weight_decay=cfg.train.weight_decay,
-        max_grad_norm=cfg.train.max_grad_norm,
-        micro_batch_size=cfg.train.micro_batch_size,
-    )
+    # The base in train.base-dtype as the round trains it (auto: bf16 on a CPU with bf16).
+    dtype = lowp.resolve_dtype(cfg.train.base_dtype, rt.model.device, DTYPES[cfg.model.dtype])
+    with lowp.base_in(rt.model, dtype):
+        train_adapter(
+            rt.model,
+            adapter,
+            for_training(rt, cfg, exs),
+            lr=cosine_lr(lr0, min(cfg.train.lr_min, lr0), info.server_round, info.num_rounds),
+            epochs=epochs,
+            batch_size=cfg.train.batch_size,
+            pad_id=rt.tokenizer.pad_token_id,
+            seed=seed,
+            weight_decay=cfg.train.weight_decay,
+            max_grad_norm=cfg.train.max_grad_norm,
+            micro_batch_size=cfg.train.micro_batch_size,
+        )
     return get_state(rt.model, adapter)
 
 

@@ -222,12 +222,12 @@ class TrainConfig:
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     threads: int = 0
-    base_dtype: str = "float32"
-    """The frozen base's dtype while an adapter trains: ``float32`` (as loaded),
-    ``bfloat16`` (bf16 matmuls under the fp32 adapter: ≈ 2× faster training on a CPU with
-    bf16 instructions, emulated and slower elsewhere) or ``auto`` (bf16 where the CPU has
-    them, else as loaded). The adapter, its gradients, the optimiser and the loss stay
-    fp32."""
+    base_dtype: str = "auto"
+    """The frozen base's dtype while an adapter trains: ``auto`` (bf16 where the CPU has
+    bf16 instructions, else as loaded), ``float32`` (as loaded) or ``bfloat16`` (bf16
+    matmuls under the fp32 adapter: ≈ 2× faster training on a CPU with bf16 instructions,
+    emulated and slower elsewhere). The adapter, its gradients, the optimiser and the loss
+    stay fp32."""
     public_lr: float = 0.0
     """Learning rate of W_s on the synthetic data (0 = ``lr``), with the same cosine decay."""
     public_epochs: int = 0
