@@ -341,13 +341,21 @@ def test_syngen_decodes_in_the_resolved_dtype_and_the_client_logs_it(
 
 
 @pytest.mark.parametrize(
-    ("setting", "want"), [("float32", torch.float32), ("bfloat16", torch.bfloat16)]
+    ("setting", "native", "want"),
+    [
+        ("float32", True, torch.float32),
+        ("bfloat16", False, torch.bfloat16),
+        ("auto", True, torch.bfloat16),
+        ("auto", False, torch.float32),
+    ],
 )
 def test_training_runs_on_the_base_in_train_base_dtype_and_restores_it(
-    tiny_model_dir, tmp_path, monkeypatch, setting, want
+    tiny_model_dir, tmp_path, monkeypatch, setting, native, want
 ):
-    """``train.base-dtype``: the frozen base in that dtype while an adapter trains; the
-    adapter stays fp32 and trains, the base is back in fp32 and unchanged afterwards."""
+    """``train.base-dtype``: the frozen base in that dtype while an adapter trains (``auto``,
+    the default: bf16 only on a CPU that has it); the adapter stays fp32 and trains, the
+    base is back in fp32 and unchanged afterwards."""
+    monkeypatch.setattr(lowp, "native_bf16", lambda: native)
     seen = []
     real = client_mod.train_adapter
 
@@ -360,7 +368,9 @@ def test_training_runs_on_the_base_in_train_base_dtype_and_restores_it(
     monkeypatch.setattr(client_mod, "train_adapter", spy)
     rt = tiny_runtime(tiny_model_dir)
     frozen = {n: p.detach().clone() for n, p in rt.model.named_parameters() if "lora_" not in n}
-    cfg = tiny_cfg(method="fedavg", **{"train.base-dtype": setting})
+    overrides = {} if setting == "auto" else {"train.base-dtype": setting}
+    cfg = tiny_cfg(method="fedavg", **overrides)
+    assert cfg.train.base_dtype == setting
     g = start_state(rt)
     update = run_client_round(rt, cfg, ROUND_1, examples(4), g, tmp_path)
     assert seen == [({want}, {torch.float32})]
@@ -371,12 +381,12 @@ def test_training_runs_on_the_base_in_train_base_dtype_and_restores_it(
         assert after[name].dtype == torch.float32
         assert torch.equal(after[name].detach(), value), name
     line = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])
-    assert line["train-dtype"] == setting
+    assert line["train-dtype"] == str(want).removeprefix("torch.")
 
 
 def test_bf16_base_trains_an_adapter_close_to_fp32(tiny_model_dir, tmp_path):
     """The same round with the base in bf16: the same loss and update up to bf16 rounding."""
-    cfg32 = tiny_cfg(method="fedavg")
+    cfg32 = tiny_cfg(method="fedavg", **{"train.base-dtype": "float32"})  # not auto's bf16
     cfg16 = tiny_cfg(method="fedavg", **{"train.base-dtype": "bfloat16"})
     rt = tiny_runtime(tiny_model_dir)
     g = start_state(rt)
@@ -386,6 +396,7 @@ def test_bf16_base_trains_an_adapter_close_to_fp32(tiny_model_dir, tmp_path):
     )
     delta_a = torch.cat([(a.state[k] - g[k]).flatten() for k in g])
     delta_b = torch.cat([(b.state[k] - g[k]).flatten() for k in g])
+    assert not torch.equal(delta_a, delta_b)  # two dtypes, not one run twice
     assert torch.nn.functional.cosine_similarity(delta_a, delta_b, dim=0) > 0.95
     loss = [
         json.loads((tmp_path / d / "metrics.jsonl").read_text().splitlines()[-1])["loss-local"]
